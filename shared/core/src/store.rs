@@ -1,0 +1,161 @@
+//! The event store port. Every adapter (SQLite, DynamoDB) implements
+//! [`EventStore`] and passes the one contract suite in `tests/`.
+//!
+//! The store's promises: versions are gap-free per stream; an append names the
+//! version it expects each stream to be at, and either every stream of the
+//! batch is written or none is; a lost race is a
+//! [`StoreError::WrongExpectedVersion`], never a lost write. There is no global
+//! order: consumers rely on per-stream order only.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::envelope::EventEnvelope;
+use crate::id::StreamId;
+use crate::snapshot::Snapshot;
+
+/// A stream as loaded for a command: the newest usable snapshot, if any, and
+/// the events from that snapshot's version (inclusive) to the head.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadedStream {
+    /// The newest snapshot the store holds for the stream, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Events from the snapshot's version (or from 1) to the head, in order.
+    pub events: Vec<EventEnvelope>,
+}
+
+impl LoadedStream {
+    /// The stream's head version (0 for an empty stream).
+    pub fn version(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.version)
+    }
+
+    /// The head event's hash, which the next append chains from.
+    pub fn head_hash(&self) -> Option<&str> {
+        self.events.last().map(|e| e.hash.as_str())
+    }
+}
+
+/// A read-model row written in the same transaction as the events (an inline
+/// projection). The store only overwrites a row holding an older `version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InlineView {
+    /// The read model, e.g. `inventory_levels`.
+    pub model: String,
+    /// The row key within the model.
+    pub key: String,
+    /// The stream version the row reflects.
+    pub version: u64,
+    /// The row.
+    pub row: Value,
+}
+
+/// The events to append to one stream, with the version the stream must be at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// The head version the stream must have (0: the stream must not exist).
+    pub expected_version: u64,
+    /// Sealed events, versions `expected_version + 1 ..`.
+    pub events: Vec<EventEnvelope>,
+    /// The post-state to store on the last event, when a snapshot is due.
+    pub snapshot: Option<Snapshot>,
+    /// An inline read-model row to write in the same transaction.
+    pub view: Option<InlineView>,
+}
+
+/// The remembered outcome of a command sent with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the request (method, path, body): another body with the same key is refused.
+    pub request_hash: String,
+    /// The HTTP status first returned.
+    pub status: u16,
+    /// The response body first returned.
+    pub response: Value,
+    /// When the record may be forgotten (ms since epoch; a DynamoDB TTL).
+    pub expires_at_ms: i64,
+}
+
+/// One atomic append: every stream's condition holds and everything is
+/// written, or nothing is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppendBatch {
+    /// The streams to append to.
+    pub streams: Vec<StreamAppend>,
+    /// An idempotency record to store in the same transaction.
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// The head of each stream after a successful append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// `(stream, new head version)` in the order of the batch.
+    pub heads: Vec<(StreamId, u64)>,
+}
+
+/// What can go wrong in a store, each case with what a caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer got there first: reload, decide again, retry.
+    #[error("wrong expected version on stream {stream}: expected {expected}")]
+    WrongExpectedVersion {
+        /// The stream whose condition failed.
+        stream: StreamId,
+        /// The version the append expected.
+        expected: u64,
+    },
+    /// The idempotency key was stored by a concurrent request: read its record.
+    #[error("idempotency key {key} already used")]
+    DuplicateIdempotencyKey {
+        /// The key.
+        key: String,
+    },
+    /// The batch breaks a store limit (too many items, too large): split or refuse.
+    #[error("append refused: {0}")]
+    InvalidAppend(String),
+    /// A stored item cannot be read back: investigate; never retried.
+    #[error("corrupt item in {stream} at version {version}: {reason}")]
+    Corrupt {
+        /// The stream.
+        stream: StreamId,
+        /// The version.
+        version: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend is busy or throttling: safe to retry later.
+    #[error("store temporarily unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Any other backend failure.
+    #[error("store failure: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The event store port.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Loads a stream from its newest snapshot (see [`LoadedStream`]).
+    async fn load(&self, stream: &StreamId) -> Result<LoadedStream, StoreError>;
+
+    /// Reads versions `from..=to` (`to = None`: to the head), in order.
+    async fn read_range(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Reads the events appended at or before `at_ms`, in order (time travel).
+    async fn read_until(&self, stream: &StreamId, at_ms: i64) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Appends atomically: all streams' conditions hold and all is written, or nothing.
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError>;
+
+    /// The idempotency record stored under `key`, if any and not expired.
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+}

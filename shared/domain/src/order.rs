@@ -1,0 +1,306 @@
+//! Orders: one stream per order (`order-<order_id>`).
+//!
+//! Lifecycle: placed → confirmed (payment) → shipped, or placed/confirmed →
+//! cancelled. Placing reserves each line's stock, cancelling releases it and
+//! shipping commits it; the service appends the order's events and the SKUs'
+//! events in one atomic batch, so stock and orders never disagree.
+//!
+//! Schema history: `OrderPlaced` schema 1 had no `currency` (every order was
+//! in USD); schema 2 carries it. The upcaster below turns 1 into 2.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tally_core::{Decider, Upcasters};
+
+use crate::error::DomainError;
+use crate::ids::{Cents, Currency, CustomerId, OrderId, Quantity, Sku};
+
+/// Most lines one order may have (the whole order, its SKUs included, must
+/// fit one atomic append: DynamoDB takes at most 100 items per transaction).
+pub const ORDER_LINES_MAX: usize = 50;
+
+/// Longest cancellation reason.
+pub const CANCEL_REASON_MAX_LEN: usize = 500;
+
+// ---- events: a storage contract ------------------------------------------
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// The SKU.
+    pub sku: Sku,
+    /// Units.
+    pub quantity: Quantity,
+    /// Price per unit in cents.
+    pub unit_price_cents: Cents,
+}
+
+impl OrderLine {
+    /// quantity × unit price.
+    pub fn total_cents(&self) -> u64 {
+        u64::from(self.quantity.get()) * self.unit_price_cents.get()
+    }
+}
+
+/// What happened to an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum OrderEvent {
+    /// The order exists and its lines' stock is reserved. Schema 2.
+    OrderPlaced {
+        /// The order.
+        order_id: OrderId,
+        /// Who ordered.
+        customer_id: CustomerId,
+        /// What was ordered.
+        lines: Vec<OrderLine>,
+        /// The prices' currency (schema 2; schema 1 orders were USD).
+        currency: Currency,
+    },
+    /// Payment confirmed.
+    OrderConfirmed {},
+    /// Cancelled; the lines' reservations were released.
+    OrderCancelled {
+        /// Why, when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The lines whose stock was released.
+        lines: Vec<OrderLine>,
+    },
+    /// Shipped; the lines' reservations were committed.
+    OrderShipped {},
+}
+
+/// `OrderPlaced` schema 1 → 2: orders before currencies were in USD.
+fn order_placed_v1_to_v2(mut data: Value) -> Result<Value, String> {
+    let Value::Object(fields) = &mut data else {
+        return Err("payload is not an object".to_owned());
+    };
+    fields
+        .entry("currency")
+        .or_insert_with(|| Value::String(Currency::usd().as_str().to_owned()));
+    Ok(data)
+}
+
+static UPCASTERS: LazyLock<Upcasters> =
+    LazyLock::new(|| Upcasters::new().step("OrderPlaced", 1, order_placed_v1_to_v2));
+
+// ---- state and evolve ------------------------------------------------------
+
+/// Where an order is in its lifecycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// No order yet.
+    #[default]
+    New,
+    /// Placed, stock reserved.
+    Placed,
+    /// Paid.
+    Confirmed,
+    /// Cancelled, stock released.
+    Cancelled,
+    /// Shipped, stock committed.
+    Shipped,
+}
+
+impl OrderStatus {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Placed => "placed",
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+            Self::Shipped => "shipped",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An order's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderState {
+    /// Lifecycle status.
+    pub status: OrderStatus,
+    /// Who ordered (set once placed).
+    pub customer_id: Option<CustomerId>,
+    /// The lines.
+    pub lines: Vec<OrderLine>,
+    /// The currency.
+    pub currency: Currency,
+}
+
+impl OrderState {
+    /// Sum of the lines.
+    pub fn total_cents(&self) -> u64 {
+        self.lines.iter().map(OrderLine::total_cents).sum()
+    }
+}
+
+/// A command on the order `order_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCommand {
+    /// The order (its stream is `order-<order_id>`).
+    pub order_id: OrderId,
+    /// What to do.
+    pub action: OrderAction,
+}
+
+impl OrderCommand {
+    /// `action` on `order_id`.
+    pub fn new(order_id: OrderId, action: OrderAction) -> Self {
+        Self { order_id, action }
+    }
+}
+
+/// What a command does to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderAction {
+    /// Place the order.
+    Place {
+        /// Who orders.
+        customer_id: CustomerId,
+        /// 1–50 lines, each SKU once.
+        lines: Vec<OrderLine>,
+        /// The prices' currency.
+        currency: Currency,
+    },
+    /// Payment received.
+    Confirm,
+    /// Cancel, releasing stock.
+    Cancel {
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Ship, committing stock.
+    Ship,
+}
+
+impl OrderAction {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Place { .. } => "place",
+            Self::Confirm => "confirm",
+            Self::Cancel { .. } => "cancel",
+            Self::Ship => "ship",
+        }
+    }
+}
+
+/// The order decider.
+pub struct Order;
+
+impl Decider for Order {
+    type State = OrderState;
+    type Event = OrderEvent;
+    type Command = OrderCommand;
+    type Error = DomainError;
+
+    const CATEGORY: &'static str = "order";
+    const STATE_SCHEMA: u32 = 1;
+
+    fn evolve(mut state: OrderState, event: &OrderEvent) -> OrderState {
+        match event {
+            OrderEvent::OrderPlaced {
+                customer_id,
+                lines,
+                currency,
+                ..
+            } => {
+                state.status = OrderStatus::Placed;
+                state.customer_id = Some(customer_id.clone());
+                state.lines.clone_from(lines);
+                state.currency = currency.clone();
+            }
+            OrderEvent::OrderConfirmed {} => state.status = OrderStatus::Confirmed,
+            OrderEvent::OrderCancelled { .. } => state.status = OrderStatus::Cancelled,
+            OrderEvent::OrderShipped {} => state.status = OrderStatus::Shipped,
+        }
+        state
+    }
+
+    fn decide(state: &OrderState, command: &OrderCommand) -> Result<Vec<OrderEvent>, DomainError> {
+        use OrderStatus::{Cancelled, Confirmed, New, Placed, Shipped};
+        let order_id = &command.order_id;
+        let invalid = || DomainError::InvalidTransition {
+            command: command.action.name(),
+            from: state.status,
+        };
+        match (&command.action, state.status) {
+            (
+                OrderAction::Place {
+                    customer_id,
+                    lines,
+                    currency,
+                },
+                New,
+            ) => {
+                check_lines(lines)?;
+                Ok(vec![OrderEvent::OrderPlaced {
+                    order_id: order_id.clone(),
+                    customer_id: customer_id.clone(),
+                    lines: lines.clone(),
+                    currency: currency.clone(),
+                }])
+            }
+            (OrderAction::Place { .. }, _) => Err(DomainError::OrderAlreadyExists {
+                order_id: order_id.clone(),
+            }),
+            (_, New) => Err(DomainError::OrderNotFound {
+                order_id: order_id.clone(),
+            }),
+            (OrderAction::Confirm, Placed) => Ok(vec![OrderEvent::OrderConfirmed {}]),
+            (OrderAction::Cancel { reason }, Placed | Confirmed) => Ok(vec![OrderEvent::OrderCancelled {
+                reason: reason.clone(),
+                lines: state.lines.clone(),
+            }]),
+            (OrderAction::Ship, Confirmed) => Ok(vec![OrderEvent::OrderShipped {}]),
+            // Repeating the command that led to the current status changes nothing.
+            (OrderAction::Confirm, Confirmed) | (OrderAction::Cancel { .. }, Cancelled) | (OrderAction::Ship, Shipped) => {
+                Ok(vec![])
+            }
+            _ => Err(invalid()),
+        }
+    }
+
+    fn event_schema(event_type: &str) -> u32 {
+        match event_type {
+            "OrderPlaced" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcasters() -> &'static Upcasters {
+        &UPCASTERS
+    }
+}
+
+fn check_lines(lines: &[OrderLine]) -> Result<(), DomainError> {
+    if lines.is_empty() {
+        return Err(DomainError::InvalidLines {
+            reason: "an order needs at least one line",
+        });
+    }
+    if lines.len() > ORDER_LINES_MAX {
+        return Err(DomainError::InvalidLines {
+            reason: "an order may have at most 50 lines",
+        });
+    }
+    let distinct: BTreeSet<&Sku> = lines.iter().map(|l| &l.sku).collect();
+    if distinct.len() != lines.len() {
+        return Err(DomainError::InvalidLines {
+            reason: "each SKU may appear on one line only",
+        });
+    }
+    Ok(())
+}
