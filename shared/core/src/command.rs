@@ -18,7 +18,7 @@ use crate::store::{EventStore, StoreError, StreamAppend};
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E> {
     /// The domain rejected the command (HTTP 422). Nothing was written.
-    #[error("rejected: {0}")]
+    #[error("{0}")]
     Rejected(E),
     /// The client's `If-Match` version is not the stream's head (HTTP 409).
     #[error("stream {stream} is at version {actual}, not {expected}")]

@@ -76,7 +76,7 @@ pub enum DomainError {
         /// The maximum.
         max: u64,
     },
-    /// Release or commit of a reservation the SKU does not hold.
+    /// Release or commit of more units than the SKU has reserved.
     #[error("{sku} holds no reservation of {quantity} for order {order_id}")]
     NoSuchReservation {
         /// The SKU.

@@ -4,8 +4,12 @@
 //! available is rejected, and because every reservation is an append
 //! conditioned on the stream's version, concurrent buyers can never oversell:
 //! the loser of a race re-decides on the winner's state.
+//!
+//! The state is a few counters, not a list of open reservations: it is
+//! stored as a snapshot on every event (DynamoDB items stop at 400 KB), and the
+//! order stream already records which reservation each release or commit
+//! settles (a cancel or ship is appended atomically with it, once).
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
@@ -71,10 +75,8 @@ pub struct InventoryState {
     pub registered: Option<(Sku, ProductName)>,
     /// Units physically on hand.
     pub on_hand: u64,
-    /// Units reserved for open orders (sum of `reservations`).
+    /// Units reserved for open orders.
     pub reserved: u64,
-    /// Open reservations per order.
-    pub reservations: BTreeMap<OrderId, u32>,
 }
 
 impl InventoryState {
@@ -171,18 +173,15 @@ impl Decider for Inventory {
             InventoryEvent::StockReceived { quantity } => {
                 state.on_hand += u64::from(quantity.get());
             }
-            InventoryEvent::StockReserved { order_id, quantity } => {
+            InventoryEvent::StockReserved { quantity, .. } => {
                 state.reserved += u64::from(quantity.get());
-                *state.reservations.entry(order_id.clone()).or_default() += quantity.get();
             }
-            InventoryEvent::ReservationReleased { order_id, quantity } => {
+            InventoryEvent::ReservationReleased { quantity, .. } => {
                 state.reserved = state.reserved.saturating_sub(u64::from(quantity.get()));
-                state.reservations.remove(order_id);
             }
-            InventoryEvent::ReservationCommitted { order_id, quantity } => {
+            InventoryEvent::ReservationCommitted { quantity, .. } => {
                 state.reserved = state.reserved.saturating_sub(u64::from(quantity.get()));
                 state.on_hand = state.on_hand.saturating_sub(u64::from(quantity.get()));
-                state.reservations.remove(order_id);
             }
             InventoryEvent::StockAdjusted { on_hand, .. } => {
                 state.on_hand = *on_hand;
@@ -228,7 +227,7 @@ impl Decider for Inventory {
                 }])
             }
             InventoryAction::Release { order_id, quantity } | InventoryAction::Commit { order_id, quantity } => {
-                if state.reservations.get(order_id) != Some(&quantity.get()) {
+                if u64::from(quantity.get()) > state.reserved {
                     return Err(DomainError::NoSuchReservation {
                         sku: sku.clone(),
                         order_id: order_id.clone(),

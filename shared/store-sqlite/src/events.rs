@@ -1,0 +1,290 @@
+//! [`EventStore`] on SQLite: conditional, atomic multi-stream appends;
+//! snapshot-aware loading; ranges; time reads; idempotency records.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+use tally_core::{
+    AppendBatch, AppendOutcome, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
+    StreamAppend, StreamId,
+};
+
+use crate::{SqliteStore, sql_error};
+
+const EVENT_COLUMNS: &str =
+    "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash, snapshot, snapshot_schema";
+
+fn corrupt(stream: &str, version: u64, reason: impl ToString) -> StoreError {
+    match StreamId::parse(stream) {
+        Ok(stream) => StoreError::Corrupt {
+            stream,
+            version,
+            reason: reason.to_string(),
+        },
+        Err(e) => StoreError::Backend(format!("stored stream id {stream:?} is invalid: {e}").into()),
+    }
+}
+
+/// One stored row: the envelope and, when present, its inline snapshot.
+pub(crate) fn event_from_row(row: &Row<'_>) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
+    let stream: String = row.get(0).map_err(sql_error)?;
+    let version: u64 = row.get(1).map_err(sql_error)?;
+    let text = |i: usize| -> Result<String, StoreError> { row.get(i).map_err(sql_error) };
+    let json = |i: usize| -> Result<Value, StoreError> {
+        serde_json::from_str(&text(i)?).map_err(|e| corrupt(&stream, version, e))
+    };
+    let envelope = EventEnvelope {
+        stream_id: StreamId::parse(stream.clone()).map_err(|e| corrupt(&stream, version, e))?,
+        version,
+        event_id: text(2)?.parse().map_err(|e| corrupt(&stream, version, e))?,
+        event_type: text(3)?,
+        schema: row.get(4).map_err(sql_error)?,
+        data: json(5)?,
+        metadata: serde_json::from_value(json(6)?).map_err(|e| corrupt(&stream, version, e))?,
+        timestamp_ms: row.get(7).map_err(sql_error)?,
+        hash: text(8)?,
+    };
+    let snapshot_text: Option<String> = row.get(9).map_err(sql_error)?;
+    let snapshot_schema: Option<u32> = row.get(10).map_err(sql_error)?;
+    // A snapshot that does not parse is a cache miss, not an error.
+    let snapshot = match (snapshot_text, snapshot_schema) {
+        (Some(text), Some(schema)) => Some(Snapshot {
+            version,
+            schema,
+            state: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }),
+        _ => None,
+    };
+    Ok((envelope, snapshot))
+}
+
+fn query_events(
+    conn: &Connection,
+    sql_where: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(EventEnvelope, Option<Snapshot>)>, StoreError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {sql_where} ORDER BY version");
+    let mut statement = conn.prepare_cached(&sql).map_err(sql_error)?;
+    let mut rows = statement.query(params).map_err(sql_error)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        events.push(event_from_row(row)?);
+    }
+    Ok(events)
+}
+
+fn head_version(conn: &Connection, stream: &StreamId) -> Result<u64, StoreError> {
+    conn.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
+        .and_then(|mut s| s.query_row([stream.as_str()], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
+/// Checks a batch's shape before it reaches the writer.
+fn check_batch(batch: &AppendBatch) -> Result<(), StoreError> {
+    if batch.streams.is_empty() {
+        return Err(StoreError::InvalidAppend("a batch needs at least one stream".into()));
+    }
+    for append in &batch.streams {
+        if append.events.is_empty() {
+            return Err(StoreError::InvalidAppend(format!("no events for {}", append.stream_id)));
+        }
+        let positioned = append
+            .events
+            .iter()
+            .zip(append.expected_version + 1..)
+            .all(|(e, v)| e.version == v && e.stream_id == append.stream_id);
+        if !positioned {
+            return Err(StoreError::InvalidAppend(format!(
+                "events for {} must follow version {} without gaps",
+                append.stream_id, append.expected_version
+            )));
+        }
+        if let Some(snapshot) = &append.snapshot
+            && Some(snapshot.version) != append.events.last().map(|e| e.version)
+        {
+            return Err(StoreError::InvalidAppend("a snapshot must describe the last event".into()));
+        }
+    }
+    let mut streams: Vec<_> = batch.streams.iter().map(|a| &a.stream_id).collect();
+    streams.sort();
+    streams.dedup();
+    if streams.len() != batch.streams.len() {
+        return Err(StoreError::InvalidAppend("a stream may appear once per batch".into()));
+    }
+    Ok(())
+}
+
+fn insert_stream(conn: &Connection, append: &StreamAppend) -> Result<u64, StoreError> {
+    // The head check and UNIQUE(stream_id, version) together make the
+    // condition: another writer's event at any of our versions is a conflict.
+    if head_version(conn, &append.stream_id)? != append.expected_version {
+        return Err(StoreError::WrongExpectedVersion {
+            stream: append.stream_id.clone(),
+            expected: append.expected_version,
+        });
+    }
+    let mut insert = conn
+        .prepare_cached(&format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ))
+        .map_err(sql_error)?;
+    for event in &append.events {
+        let snapshot = append.snapshot.as_ref().filter(|s| s.version == event.version);
+        let metadata = serde_json::to_string(&event.metadata).map_err(|e| StoreError::InvalidAppend(e.to_string()))?;
+        let inserted = insert.execute(params![
+            event.stream_id.as_str(),
+            event.version,
+            event.event_id.to_string(),
+            event.event_type,
+            event.schema,
+            event.data.to_string(),
+            metadata,
+            event.timestamp_ms,
+            event.hash,
+            snapshot.map(|s| s.state.to_string()),
+            snapshot.map(|s| s.schema),
+        ]);
+        if let Err(e) = inserted {
+            return Err(match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::WrongExpectedVersion {
+                    stream: append.stream_id.clone(),
+                    expected: append.expected_version,
+                },
+                _ => sql_error(e),
+            });
+        }
+    }
+    if let Some(view) = &append.view {
+        conn.prepare_cached(
+            "INSERT INTO inline_views (model, key, version, row) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (model, key) DO UPDATE SET version = excluded.version, row = excluded.row
+             WHERE excluded.version > inline_views.version",
+        )
+        .and_then(|mut s| s.execute(params![view.model, view.key, view.version, view.row.to_string()]))
+        .map_err(sql_error)?;
+    }
+    Ok(append.expected_version + append.events.len() as u64)
+}
+
+fn insert_idempotency(conn: &Connection, record: &IdempotencyRecord, now_ms: i64) -> Result<(), StoreError> {
+    // An expired record may be replaced; a live one is the other request's.
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO idempotency (key, request_hash, status, response, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status,
+                 response = excluded.response, expires_at_ms = excluded.expires_at_ms
+             WHERE idempotency.expires_at_ms <= ?6",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                record.key,
+                record.request_hash,
+                record.status,
+                record.response.to_string(),
+                record.expires_at_ms,
+                now_ms
+            ])
+        })
+        .map_err(sql_error)?;
+    if changed == 0 {
+        return Err(StoreError::DuplicateIdempotencyKey {
+            key: record.key.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn load(&self, stream: &StreamId) -> Result<LoadedStream, StoreError> {
+        let stream = stream.clone();
+        self.read(move |conn| {
+            let rows = query_events(
+                conn,
+                "stream_id = ?1 AND version >= COALESCE(
+                    (SELECT MAX(version) FROM events WHERE stream_id = ?1 AND snapshot IS NOT NULL), 1)",
+                [stream.as_str()],
+            )?;
+            let snapshot = rows.first().and_then(|(_, s)| s.clone());
+            Ok(LoadedStream {
+                snapshot,
+                events: rows.into_iter().map(|(e, _)| e).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn read_range(&self, stream: &StreamId, from: u64, to: Option<u64>) -> Result<Vec<EventEnvelope>, StoreError> {
+        let stream = stream.clone();
+        let to = to.unwrap_or(i64::MAX as u64).min(i64::MAX as u64);
+        self.read(move |conn| {
+            let rows = query_events(
+                conn,
+                "stream_id = ?1 AND version BETWEEN ?2 AND ?3",
+                params![stream.as_str(), from, to],
+            )?;
+            Ok(rows.into_iter().map(|(e, _)| e).collect())
+        })
+        .await
+    }
+
+    async fn read_until(&self, stream: &StreamId, at_ms: i64) -> Result<Vec<EventEnvelope>, StoreError> {
+        let stream = stream.clone();
+        self.read(move |conn| {
+            let rows = query_events(conn, "stream_id = ?1 AND ts <= ?2", params![stream.as_str(), at_ms])?;
+            Ok(rows.into_iter().map(|(e, _)| e).collect())
+        })
+        .await
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
+        check_batch(&batch)?;
+        self.write(move |conn| {
+            let heads = batch
+                .streams
+                .iter()
+                .map(|append| Ok((append.stream_id.clone(), insert_stream(conn, append)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if let Some(record) = &batch.idempotency {
+                insert_idempotency(conn, record, now_ms())?;
+            }
+            Ok(AppendOutcome { heads })
+        })
+        .await
+    }
+
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT request_hash, status, response, expires_at_ms FROM idempotency
+                     WHERE key = ?1 AND expires_at_ms > ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![key, now_ms()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                    })
+                    .optional()
+                })
+                .map_err(sql_error)?;
+            found
+                .map(|(request_hash, status, response, expires_at_ms)| {
+                    Ok(IdempotencyRecord {
+                        key: key.clone(),
+                        request_hash,
+                        status,
+                        response: serde_json::from_str(&response)
+                            .map_err(|e| StoreError::Backend(format!("idempotency record {key}: {e}").into()))?,
+                        expires_at_ms,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+}
