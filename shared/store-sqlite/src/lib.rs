@@ -96,6 +96,15 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// How many events the store holds, over all streams.
+    pub async fn count_events(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+                .map_err(sql_error)
+        })
+        .await
+    }
+
     /// A receiver that changes whenever a write transaction commits.
     pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
         self.inner.committed.subscribe()

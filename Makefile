@@ -1,0 +1,27 @@
+# Tally — the commands a newcomer needs. Builds are sized for 2 cores.
+CARGO ?= cargo
+JOBS  ?= 2
+PORT  ?= 3000
+DB    ?= data/tally.db
+
+.PHONY: run test lint fmt bench build-cli help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: ## serve the API on 127.0.0.1:$(PORT) over the embedded SQLite store ($(DB))
+	$(CARGO) run -j$(JOBS) --release -p tally-cli --bin tally -- serve --port $(PORT) --db $(DB)
+
+test: ## run every test: domain specs, store contract suite, API scenarios, property tests
+	$(CARGO) test -j$(JOBS) --workspace
+
+lint: ## formatting and clippy, as CI checks them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+bench: ## print the benchmark figures (see docs/performance.md)
+	$(CARGO) run -j$(JOBS) --profile bench -p tally-bench --bin tally-bench
+	bash scripts/bench-load.sh
