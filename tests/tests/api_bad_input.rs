@@ -9,7 +9,9 @@ use axum::http::{Request, StatusCode};
 use api_support::{TestApi, post};
 
 fn line(sku: &str, quantity: &str, price: &str) -> String {
-    format!(r#"{{"order_id":"o-x","customer_id":"c-1","lines":[{{"sku":"{sku}","quantity":{quantity},"unit_price_cents":{price}}}]}}"#)
+    format!(
+        r#"{{"order_id":"o-x","customer_id":"c-1","lines":[{{"sku":"{sku}","quantity":{quantity},"unit_price_cents":{price}}}]}}"#
+    )
 }
 
 /// Each malformed request gets its 4xx status and error code, and the store
@@ -37,45 +39,280 @@ async fn bad_input_is_refused_and_writes_nothing() {
             .join(",")
     );
     let cases: Vec<(&str, String, String, StatusCode, &str)> = vec![
-        ("malformed JSON", "/orders".into(), "{bad".into(), StatusCode::BAD_REQUEST, "malformed_json"),
-        ("truncated JSON", "/inventory".into(), r#"{"sku":"A""#.into(), StatusCode::BAD_REQUEST, "malformed_json"),
-        ("not an object", "/inventory".into(), "[1,2]".into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("wrong type", "/inventory/SKU-1/receipts".into(), r#"{"quantity":"ten"}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("missing field", "/inventory".into(), r#"{"sku":"S-2"}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("unknown field", "/inventory".into(), r#"{"sku":"S-2","name":"n","x":1}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("zero quantity", "/inventory/SKU-1/receipts".into(), r#"{"quantity":0}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("negative quantity", "/inventory/SKU-1/receipts".into(), r#"{"quantity":-3}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("fractional quantity", "/inventory/SKU-1/receipts".into(), r#"{"quantity":1.5}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("huge quantity", "/inventory/SKU-1/receipts".into(), format!(r#"{{"quantity":{huge}}}"#), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("quantity over the cap", "/inventory/SKU-1/receipts".into(), r#"{"quantity":1000001}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("order: zero quantity", "/orders".into(), line("SKU-1", "0", "100"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("order: negative price", "/orders".into(), line("SKU-1", "1", "-5"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("order: huge price", "/orders".into(), line("SKU-1", "1", &huge), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("order: odd-character sku", "/orders".into(), line("SKU 1", "1", "100"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("order: over-long sku", "/orders".into(), line(&long_id, "1", "100"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("order: unknown sku", "/orders".into(), line("NOPE", "1", "100"), StatusCode::UNPROCESSABLE_ENTITY, "unknown_sku"),
-        ("order: more than stock", "/orders".into(), line("SKU-1", "99", "100"), StatusCode::UNPROCESSABLE_ENTITY, "insufficient_stock"),
-        ("order: no lines", "/orders".into(), r#"{"customer_id":"c-1","lines":[]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_lines"),
-        ("order: 51 lines", "/orders".into(), many_lines, StatusCode::UNPROCESSABLE_ENTITY, "invalid_lines"),
-        ("order: existing id", "/orders".into(), line("SKU-1", "1", "100").replace("o-x", "o-1"), StatusCode::CONFLICT, "order_already_exists"),
-        ("order: bad currency", "/orders".into(), r#"{"customer_id":"c","currency":"usd","lines":[{"sku":"SKU-1","quantity":1,"unit_price_cents":1}]}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("register: blank name", "/inventory".into(), r#"{"sku":"S-2","name":"  "}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("register: control characters", "/inventory".into(), r#"{"sku":"S-2","name":"a\u0000b"}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("register: again", "/inventory".into(), r#"{"sku":"SKU-1","name":"again"}"#.into(), StatusCode::CONFLICT, "sku_already_registered"),
-        ("oversized body", "/inventory".into(), oversized, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        ("receipt: unknown sku", "/inventory/NOPE/receipts".into(), r#"{"quantity":1}"#.into(), StatusCode::NOT_FOUND, "sku_not_found"),
-        ("receipt: over-long sku", format!("/inventory/{long_id}/receipts"), r#"{"quantity":1}"#.into(), StatusCode::BAD_REQUEST, "invalid_id"),
-        ("receipt: odd-character sku", "/inventory/SKU%201/receipts".into(), r#"{"quantity":1}"#.into(), StatusCode::BAD_REQUEST, "invalid_id"),
-        ("adjust: below reserved", "/inventory/SKU-1/adjustments".into(), r#"{"on_hand":-1,"reason":"count"}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("adjust: blank reason", "/inventory/SKU-1/adjustments".into(), r#"{"on_hand":3,"reason":""}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("adjust: absurd count", "/inventory/SKU-1/adjustments".into(), r#"{"on_hand":10000000000000,"reason":"x"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "stock_limit_exceeded"),
-        ("confirm: unknown order", "/orders/nope/confirm".into(), String::new(), StatusCode::NOT_FOUND, "order_not_found"),
-        ("confirm: shipped order", "/orders/o-1/confirm".into(), String::new(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition"),
-        ("cancel: shipped order", "/orders/o-1/cancel".into(), r#"{"reason":"late"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition"),
-        ("cancel: unknown field", "/orders/o-1/cancel".into(), r#"{"why":"late"}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("ship: body with fields", "/orders/o-1/ship".into(), r#"{"now":true}"#.into(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("ship: odd-character id", "/orders/o%3B1/ship".into(), String::new(), StatusCode::BAD_REQUEST, "invalid_id"),
-        ("unknown route", "/nowhere".into(), "{}".into(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            "malformed JSON",
+            "/orders".into(),
+            "{bad".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "truncated JSON",
+            "/inventory".into(),
+            r#"{"sku":"A""#.into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "not an object",
+            "/inventory".into(),
+            "[1,2]".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "wrong type",
+            "/inventory/SKU-1/receipts".into(),
+            r#"{"quantity":"ten"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "missing field",
+            "/inventory".into(),
+            r#"{"sku":"S-2"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            "/inventory".into(),
+            r#"{"sku":"S-2","name":"n","x":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "zero quantity",
+            "/inventory/SKU-1/receipts".into(),
+            r#"{"quantity":0}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "negative quantity",
+            "/inventory/SKU-1/receipts".into(),
+            r#"{"quantity":-3}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "fractional quantity",
+            "/inventory/SKU-1/receipts".into(),
+            r#"{"quantity":1.5}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "huge quantity",
+            "/inventory/SKU-1/receipts".into(),
+            format!(r#"{{"quantity":{huge}}}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "quantity over the cap",
+            "/inventory/SKU-1/receipts".into(),
+            r#"{"quantity":1000001}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "order: zero quantity",
+            "/orders".into(),
+            line("SKU-1", "0", "100"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "order: negative price",
+            "/orders".into(),
+            line("SKU-1", "1", "-5"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "order: huge price",
+            "/orders".into(),
+            line("SKU-1", "1", &huge),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "order: odd-character sku",
+            "/orders".into(),
+            line("SKU 1", "1", "100"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "order: over-long sku",
+            "/orders".into(),
+            line(&long_id, "1", "100"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "order: unknown sku",
+            "/orders".into(),
+            line("NOPE", "1", "100"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_sku",
+        ),
+        (
+            "order: more than stock",
+            "/orders".into(),
+            line("SKU-1", "99", "100"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "insufficient_stock",
+        ),
+        (
+            "order: no lines",
+            "/orders".into(),
+            r#"{"customer_id":"c-1","lines":[]}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_lines",
+        ),
+        (
+            "order: 51 lines",
+            "/orders".into(),
+            many_lines,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_lines",
+        ),
+        (
+            "order: existing id",
+            "/orders".into(),
+            line("SKU-1", "1", "100").replace("o-x", "o-1"),
+            StatusCode::CONFLICT,
+            "order_already_exists",
+        ),
+        (
+            "order: bad currency",
+            "/orders".into(),
+            r#"{"customer_id":"c","currency":"usd","lines":[{"sku":"SKU-1","quantity":1,"unit_price_cents":1}]}"#
+                .into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "register: blank name",
+            "/inventory".into(),
+            r#"{"sku":"S-2","name":"  "}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "register: control characters",
+            "/inventory".into(),
+            r#"{"sku":"S-2","name":"a\u0000b"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "register: again",
+            "/inventory".into(),
+            r#"{"sku":"SKU-1","name":"again"}"#.into(),
+            StatusCode::CONFLICT,
+            "sku_already_registered",
+        ),
+        (
+            "oversized body",
+            "/inventory".into(),
+            oversized,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "receipt: unknown sku",
+            "/inventory/NOPE/receipts".into(),
+            r#"{"quantity":1}"#.into(),
+            StatusCode::NOT_FOUND,
+            "sku_not_found",
+        ),
+        (
+            "receipt: over-long sku",
+            format!("/inventory/{long_id}/receipts"),
+            r#"{"quantity":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "receipt: odd-character sku",
+            "/inventory/SKU%201/receipts".into(),
+            r#"{"quantity":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "adjust: below reserved",
+            "/inventory/SKU-1/adjustments".into(),
+            r#"{"on_hand":-1,"reason":"count"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "adjust: blank reason",
+            "/inventory/SKU-1/adjustments".into(),
+            r#"{"on_hand":3,"reason":""}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "adjust: absurd count",
+            "/inventory/SKU-1/adjustments".into(),
+            r#"{"on_hand":10000000000000,"reason":"x"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "stock_limit_exceeded",
+        ),
+        (
+            "confirm: unknown order",
+            "/orders/nope/confirm".into(),
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+        ),
+        (
+            "confirm: shipped order",
+            "/orders/o-1/confirm".into(),
+            String::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_transition",
+        ),
+        (
+            "cancel: shipped order",
+            "/orders/o-1/cancel".into(),
+            r#"{"reason":"late"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_transition",
+        ),
+        (
+            "cancel: unknown field",
+            "/orders/o-1/cancel".into(),
+            r#"{"why":"late"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "ship: body with fields",
+            "/orders/o-1/ship".into(),
+            r#"{"now":true}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "ship: odd-character id",
+            "/orders/o%3B1/ship".into(),
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "unknown route",
+            "/nowhere".into(),
+            "{}".into(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
     ];
     for (name, uri, body, status, code) in cases {
         let (got, answer) = api.post(&uri, body).await;
@@ -94,16 +331,24 @@ async fn bad_headers_and_queries_are_refused() {
     let before = api.events().await;
 
     let mut request = post("/inventory/SKU-1/receipts", r#"{"quantity":1}"#);
-    request.headers_mut().insert("if-match", "yesterday".parse().expect("header"));
+    request
+        .headers_mut()
+        .insert("if-match", "yesterday".parse().expect("header"));
     let (status, body) = api.send(request).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_header")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_header"))
+    );
 
     let mut request = post("/inventory/SKU-1/receipts", r#"{"quantity":1}"#);
     request
         .headers_mut()
         .insert("idempotency-key", "k".repeat(200).parse().expect("header"));
     let (status, body) = api.send(request).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_header")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_header"))
+    );
     assert_eq!(api.events().await, before);
 
     for uri in [
@@ -123,7 +368,9 @@ async fn bad_headers_and_queries_are_refused() {
         assert!(body["error"].is_string(), "{uri}: {body}");
     }
 
-    let request = Request::delete("/inventory/SKU-1").body(Body::empty()).expect("request");
+    let request = Request::delete("/inventory/SKU-1")
+        .body(Body::empty())
+        .expect("request");
     let (status, body) = api.send(request).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert_eq!(body["error"], "method_not_allowed");

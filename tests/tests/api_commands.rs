@@ -27,12 +27,24 @@ async fn order_lifecycle_moves_stock() {
     assert_eq!(placed["stream_id"], "order-o-1");
     assert_eq!(placed["version"], 1);
     let (_, a) = api.get("/inventory/A").await;
-    assert_eq!((a["on_hand"].as_u64(), a["reserved"].as_u64(), a["available"].as_u64()), (Some(10), Some(2), Some(8)));
+    assert_eq!(
+        (a["on_hand"].as_u64(), a["reserved"].as_u64(), a["available"].as_u64()),
+        (Some(10), Some(2), Some(8))
+    );
 
-    let (status, body) = api.post("/inventory/A/adjustments", r#"{"on_hand":1,"reason":"count"}"#).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("adjustment_below_reserved")));
+    let (status, body) = api
+        .post("/inventory/A/adjustments", r#"{"on_hand":1,"reason":"count"}"#)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("adjustment_below_reserved"))
+    );
 
-    assert_eq!(api.post("/orders/o-1/ship", "").await.0, StatusCode::UNPROCESSABLE_ENTITY, "ship before confirm");
+    assert_eq!(
+        api.post("/orders/o-1/ship", "").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ship before confirm"
+    );
     let (status, confirmed) = api.post("/orders/o-1/confirm", "").await;
     assert_eq!((status, confirmed["version"].as_u64()), (StatusCode::OK, Some(2)));
     let before = api.events().await;
@@ -52,9 +64,14 @@ async fn order_lifecycle_moves_stock() {
     let (status, _) = api.post("/orders/o-2/cancel", r#"{"reason":"changed mind"}"#).await;
     assert_eq!(status, StatusCode::OK);
     let (_, a) = api.get("/inventory/A").await;
-    assert_eq!((a["on_hand"].as_u64(), a["reserved"].as_u64(), a["available"].as_u64()), (Some(8), Some(0), Some(8)));
+    assert_eq!(
+        (a["on_hand"].as_u64(), a["reserved"].as_u64(), a["available"].as_u64()),
+        (Some(8), Some(0), Some(8))
+    );
 
-    let (status, adjusted) = api.post("/inventory/A/adjustments", r#"{"on_hand":6,"reason":"stock take"}"#).await;
+    let (status, adjusted) = api
+        .post("/inventory/A/adjustments", r#"{"on_hand":6,"reason":"stock take"}"#)
+        .await;
     assert_eq!(status, StatusCode::OK, "{adjusted}");
     let (_, a) = api.get("/inventory/A").await;
     assert_eq!(a["on_hand"], 6);
@@ -75,7 +92,11 @@ async fn order_lifecycle_moves_stock() {
     assert_eq!(ids, ["o-2", "o-1"], "newest first");
     let (_, sales) = api.get("/reports/sales?from=1970-01-01&to=2999-12-31").await;
     let day = &sales["days"][0];
-    assert_eq!((day["orders"].as_i64(), day["units"].as_i64()), (Some(1), Some(5)), "o-2 placed and cancelled nets out");
+    assert_eq!(
+        (day["orders"].as_i64(), day["units"].as_i64()),
+        (Some(1), Some(5)),
+        "o-2 placed and cancelled nets out"
+    );
 }
 
 /// The same Idempotency-Key and body twice: one set of events, the same
@@ -87,18 +108,27 @@ async fn idempotency_key_replays_the_first_response() {
     let body = r#"{"customer_id":"c-1","lines":[{"sku":"A","quantity":1,"unit_price_cents":100}]}"#;
     let keyed = |body: &str| {
         let mut request = post("/orders", body.to_owned());
-        request.headers_mut().insert("idempotency-key", "key-1".parse().expect("header"));
+        request
+            .headers_mut()
+            .insert("idempotency-key", "key-1".parse().expect("header"));
         request
     };
     let (first_status, first) = api.send(keyed(body)).await;
     assert_eq!(first_status, StatusCode::CREATED, "{first}");
     let after_first = api.events().await;
     let (second_status, second) = api.send(keyed(body)).await;
-    assert_eq!((second_status, &second), (first_status, &first), "same response, same generated order id");
+    assert_eq!(
+        (second_status, &second),
+        (first_status, &first),
+        "same response, same generated order id"
+    );
     assert_eq!(api.events().await, after_first, "no second set of events");
 
     let (status, other) = api.send(keyed(&body.replace("\"quantity\":1", "\"quantity\":2"))).await;
-    assert_eq!((status, other["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")));
+    assert_eq!(
+        (status, other["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"))
+    );
     assert_eq!(api.events().await, after_first);
 }
 
@@ -115,7 +145,10 @@ async fn if_match_guards_the_target_stream() {
     };
     let before = api.events().await;
     let (status, body) = api.send(with_version("\"1\"")).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::CONFLICT, Some("version_conflict")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("version_conflict"))
+    );
     assert_eq!(api.events().await, before);
     let (status, body) = api.send(with_version("\"2\"")).await;
     assert_eq!((status, body["version"].as_u64()), (StatusCode::OK, Some(3)));
@@ -136,7 +169,10 @@ async fn min_version_reads_your_writes() {
     assert_eq!(api.get("/orders/o-1").await.0, StatusCode::NOT_FOUND);
     let (status, order) = api.get(&format!("/orders/o-1?min_version={version}")).await;
     assert_eq!(status, StatusCode::OK, "{order}");
-    assert_eq!((order["status"].as_str(), order["version"].as_u64()), (Some("confirmed"), Some(version)));
+    assert_eq!(
+        (order["status"].as_str(), order["version"].as_u64()),
+        (Some("confirmed"), Some(version))
+    );
 
     api.drain_projections().await;
     let (_, order) = api.get(&format!("/orders/o-1?min_version={version}")).await;
@@ -164,7 +200,10 @@ async fn stream_history_and_time_travel() {
 
     let (status, at_1) = api.get("/streams/inventory-A/state?at=1").await;
     assert_eq!(status, StatusCode::OK, "{at_1}");
-    assert_eq!((at_1["version"].as_u64(), at_1["state"]["on_hand"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (at_1["version"].as_u64(), at_1["state"]["on_hand"].as_u64()),
+        (Some(1), Some(0))
+    );
     let (_, now) = api.get("/streams/inventory-A/state").await;
     assert_eq!(now["state"]["on_hand"], 15);
 
@@ -172,10 +211,16 @@ async fn stream_history_and_time_travel() {
     let at_time = chrono_rfc3339(second_ts);
     let (status, then) = api.get(&format!("/streams/inventory-A/state?at={at_time}")).await;
     assert_eq!(status, StatusCode::OK, "{then}");
-    assert_eq!((then["version"].as_u64(), then["state"]["on_hand"].as_u64()), (Some(2), Some(10)));
+    assert_eq!(
+        (then["version"].as_u64(), then["state"]["on_hand"].as_u64()),
+        (Some(2), Some(10))
+    );
 
     assert_eq!(api.get("/streams/inventory-NOPE/events").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(api.get("/streams/inventory-A/state?at=1970-01-01T00:00:00Z").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get("/streams/inventory-A/state?at=1970-01-01T00:00:00Z").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(api.get("/streams/weird-A/state").await.0, StatusCode::NOT_FOUND);
 }
 
@@ -186,7 +231,12 @@ fn chrono_rfc3339(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -212,8 +262,12 @@ async fn trace_context_reaches_event_metadata() {
         "/orders",
         r#"{"order_id":"o-t","customer_id":"c","lines":[{"sku":"A","quantity":1,"unit_price_cents":1}]}"#,
     );
-    request.headers_mut().insert("traceparent", traceparent.parse().expect("header"));
-    request.headers_mut().insert("x-correlation-id", "corr-42".parse().expect("header"));
+    request
+        .headers_mut()
+        .insert("traceparent", traceparent.parse().expect("header"));
+    request
+        .headers_mut()
+        .insert("x-correlation-id", "corr-42".parse().expect("header"));
     assert_eq!(api.send(request).await.0, StatusCode::CREATED);
     for stream in ["order-o-t", "inventory-A"] {
         let (_, history) = api.get(&format!("/streams/{stream}/events")).await;
@@ -249,5 +303,9 @@ async fn openapi_documents_every_route() {
     for (path, method) in documented {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
-    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(14), "every documented path is served");
+    assert_eq!(
+        doc["paths"].as_object().map(|p| p.len()),
+        Some(14),
+        "every documented path is served"
+    );
 }

@@ -24,7 +24,10 @@ async fn flash_sale_sells_exactly_the_stock() {
 
     let buyers = (0..BUYERS).map(|i| {
         let api = Arc::clone(&api);
-        tokio::spawn(async move { api.order(&format!("fs-{i}"), &format!("c-{}", i % 4), "HOT-1", 1, 999).await })
+        tokio::spawn(async move {
+            api.order(&format!("fs-{i}"), &format!("c-{}", i % 4), "HOT-1", 1, 999)
+                .await
+        })
     });
     let mut accepted = 0;
     let mut sold_out = 0;
@@ -73,7 +76,11 @@ async fn flash_sale_sells_exactly_the_stock() {
             let (status, page) = api.get(&uri).await;
             assert_eq!(status, StatusCode::OK, "{page}");
             let orders = page["orders"].as_array().expect("orders");
-            assert!(orders.iter().all(|o| o["status"] == "placed" && o["total_cents"] == 999));
+            assert!(
+                orders
+                    .iter()
+                    .all(|o| o["status"] == "placed" && o["total_cents"] == 999)
+            );
             listed += orders.len();
             match &page["next_cursor"] {
                 Value::String(next) => cursor = Some(next.clone()),

@@ -22,7 +22,9 @@ use tally_domain::ids::validate_text;
 use tally_domain::inventory::REASON_MAX_LEN;
 use tally_domain::order::CANCEL_REASON_MAX_LEN;
 use tally_domain::views::{self, InventoryLevel, OrderSummary};
-use tally_domain::{Currency, CustomerId, Inventory, Order, OrderAction, OrderId, OrderLine, ProductName, Quantity, Sku};
+use tally_domain::{
+    Currency, CustomerId, Inventory, Order, OrderAction, OrderId, OrderLine, ProductName, Quantity, Sku,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -98,9 +100,17 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // An empty body means `{}` (confirm and ship take no fields).
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
     serde_json::from_slice(bytes).map_err(|e| {
-        let code = if e.is_syntax() || e.is_eof() { "malformed_json" } else { "invalid_request" };
+        let code = if e.is_syntax() || e.is_eof() {
+            "malformed_json"
+        } else {
+            "invalid_request"
+        };
         ApiError::bad_request(code, e.to_string())
     })
 }
@@ -110,11 +120,17 @@ fn path_value(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
         .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))
 }
 
-fn parse_id<T, E: std::fmt::Display>(raw: &str, what: &str, parse: impl FnOnce(String) -> Result<T, E>) -> Result<T, ApiError> {
+fn parse_id<T, E: std::fmt::Display>(
+    raw: &str,
+    what: &str,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<T, ApiError> {
     parse(raw.to_owned()).map_err(|e| ApiError::bad_request("invalid_id", format!("{what} {e}")))
 }
 
-fn query_map(query: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<HashMap<String, String>, ApiError> {
+fn query_map(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
     query
         .map(|Query(map)| map)
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
@@ -144,7 +160,9 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>
 fn header_id(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     match header_text(headers, name)? {
         None => Ok(None),
-        Some(value) if !value.is_empty() && value.len() <= HEADER_ID_MAX_LEN && value.bytes().all(|b| b.is_ascii_graphic()) => {
+        Some(value)
+            if !value.is_empty() && value.len() <= HEADER_ID_MAX_LEN && value.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Ok(Some(value.to_owned()))
         }
         Some(_) => Err(ApiError::bad_request(
@@ -364,7 +382,8 @@ async fn adjust_stock(
 ) -> Result<Response, ApiError> {
     let sku = parse_id(&path_value(sku)?, "sku", Sku::parse)?;
     let (body, ctx): (AdjustmentBody, _) = command_request!(method, uri, headers, body).parse(&state)?;
-    validate_text(&body.reason, REASON_MAX_LEN).map_err(|e| ApiError::bad_request("invalid_request", format!("reason {e}")))?;
+    validate_text(&body.reason, REASON_MAX_LEN)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("reason {e}")))?;
     run_command(&state, ctx, |ctx| {
         let commands = state.commands.clone();
         async move { commands.adjust_stock(&sku, body.on_hand, body.reason, &ctx).await }
@@ -498,14 +517,18 @@ async fn get_inventory(
 ) -> Result<Response, ApiError> {
     let sku = parse_id(&path_value(sku)?, "sku", Sku::parse)?;
     let min_version = query_u64(&query_map(query)?, "min_version")?;
-    let row = read_at_least(&state, min_version, |row: &InventoryLevel| row.version, || async {
-        Ok(state.reads.inventory_level(&sku).await?)
-    })
+    let row = read_at_least(
+        &state,
+        min_version,
+        |row: &InventoryLevel| row.version,
+        || async { Ok(state.reads.inventory_level(&sku).await?) },
+    )
     .await?;
     let row = match row {
         Some(row) => Some(row),
         None if min_version.is_some() => {
-            let stream = StreamId::of("inventory", sku.as_str()).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+            let stream = StreamId::of("inventory", sku.as_str())
+                .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
             let aggregate = load_aggregate::<Inventory>(state.store.as_ref(), &stream).await?;
             InventoryLevel::from_state(&aggregate.state, aggregate.version)
         }
@@ -517,17 +540,19 @@ async fn get_inventory(
 
 /// An order's summary computed from its events (read-your-writes fallback).
 async fn order_from_store(state: &AppState, order_id: &OrderId) -> Result<Option<OrderSummary>, ApiError> {
-    let stream = StreamId::of("order", order_id.as_str()).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let stream =
+        StreamId::of("order", order_id.as_str()).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let events = state.store.read_range(&stream, 1, None).await?;
     let mut row = None;
     for envelope in &events {
-        let event = tally_core::decode_event::<Order>(&envelope.event_type, envelope.schema, &envelope.data).map_err(|e| {
-            StoreError::Corrupt {
-                stream: stream.clone(),
-                version: envelope.version,
-                reason: e.to_string(),
-            }
-        })?;
+        let event =
+            tally_core::decode_event::<Order>(&envelope.event_type, envelope.schema, &envelope.data).map_err(|e| {
+                StoreError::Corrupt {
+                    stream: stream.clone(),
+                    version: envelope.version,
+                    reason: e.to_string(),
+                }
+            })?;
         row = views::apply_order_summary(row, &event, envelope.version, envelope.timestamp_ms);
     }
     Ok(row)
@@ -540,9 +565,12 @@ async fn get_order(
 ) -> Result<Response, ApiError> {
     let order_id = parse_id(&path_value(id)?, "order id", OrderId::parse)?;
     let min_version = query_u64(&query_map(query)?, "min_version")?;
-    let row = read_at_least(&state, min_version, |row: &OrderSummary| row.version, || async {
-        Ok(state.reads.order_summary(&order_id).await?)
-    })
+    let row = read_at_least(
+        &state,
+        min_version,
+        |row: &OrderSummary| row.version,
+        || async { Ok(state.reads.order_summary(&order_id).await?) },
+    )
     .await?;
     let row = match row {
         Some(row) => Some(row),
@@ -562,7 +590,10 @@ async fn customer_orders(
     let query = query_map(query)?;
     let limit = query_u64(&query, "limit")?.unwrap_or(20);
     if !(1..=u64::from(PAGE_MAX)).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", format!("limit must be 1-{PAGE_MAX}")));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1-{PAGE_MAX}"),
+        ));
     }
     let page = state
         .reads
@@ -612,7 +643,10 @@ async fn stream_events(
     let to = to.map_or(page_end, |to| to.min(page_end));
     let events = state.store.read_range(&stream, from, Some(to)).await?;
     if events.is_empty() && from == 1 {
-        return Err(ApiError::not_found("stream_not_found", format!("stream {stream} has no events")));
+        return Err(ApiError::not_found(
+            "stream_not_found",
+            format!("stream {stream} has no events"),
+        ));
     }
     let next_from = (events.len() as u64 == EVENTS_PAGE_MAX).then(|| to + 1);
     Ok(Json(json!({ "stream_id": stream, "events": events, "next_from": next_from })).into_response())
@@ -648,14 +682,22 @@ async fn stream_state(
         At::Now => state.store.read_range(&stream, 1, None).await?,
     };
     let Some(last) = events.last() else {
-        return Err(ApiError::not_found("no_state", format!("stream {stream} had no events at that point")));
+        return Err(ApiError::not_found(
+            "no_state",
+            format!("stream {stream} had no events at that point"),
+        ));
     };
     let version = last.version;
     let timestamp_ms = last.timestamp_ms;
     let aggregate_state = match stream.category() {
         "inventory" => serde_json::to_value(fold_events::<Inventory>(Default::default(), &events)?),
         "order" => serde_json::to_value(fold_events::<Order>(Default::default(), &events)?),
-        other => return Err(ApiError::not_found("unknown_category", format!("no aggregate has category {other}"))),
+        other => {
+            return Err(ApiError::not_found(
+                "unknown_category",
+                format!("no aggregate has category {other}"),
+            ));
+        }
     }
     .map_err(|e| StoreError::Backend(Box::new(e)))?;
     Ok(Json(json!({
@@ -673,7 +715,9 @@ mod tests {
 
     #[test]
     fn traceparent_format() {
-        assert!(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
         assert!(!valid_traceparent("00-xyz-00f067aa0ba902b7-01"));
         assert!(!valid_traceparent(""));
     }

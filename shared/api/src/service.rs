@@ -157,7 +157,11 @@ impl CommandService {
         })
     }
 
-    async fn append(&self, streams: Vec<StreamAppend>, idempotency: Option<IdempotencyRecord>) -> Result<(), ServiceError> {
+    async fn append(
+        &self,
+        streams: Vec<StreamAppend>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(), ServiceError> {
         self.store.append(AppendBatch { streams, idempotency }).await?;
         Ok(())
     }
@@ -195,13 +199,23 @@ impl CommandService {
     }
 
     /// `POST /inventory`.
-    pub async fn register_sku(&self, sku: &Sku, name: ProductName, ctx: &CommandContext) -> Result<Accepted, ServiceError> {
+    pub async fn register_sku(
+        &self,
+        sku: &Sku,
+        name: ProductName,
+        ctx: &CommandContext,
+    ) -> Result<Accepted, ServiceError> {
         self.inventory_command(sku, InventoryAction::Register { name }, ctx, 201)
             .await
     }
 
     /// `POST /inventory/{sku}/receipts`.
-    pub async fn receive_stock(&self, sku: &Sku, quantity: Quantity, ctx: &CommandContext) -> Result<Accepted, ServiceError> {
+    pub async fn receive_stock(
+        &self,
+        sku: &Sku,
+        quantity: Quantity,
+        ctx: &CommandContext,
+    ) -> Result<Accepted, ServiceError> {
         self.inventory_command(sku, InventoryAction::Receive { quantity }, ctx, 200)
             .await
     }

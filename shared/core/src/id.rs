@@ -37,10 +37,7 @@ pub fn validate_id(raw: &str, max: usize) -> Result<(), IdError> {
     if raw.len() > max {
         return Err(IdError::TooLong { max, len: raw.len() });
     }
-    if !raw
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(IdError::BadCharacter);
     }
     Ok(())
@@ -117,9 +114,6 @@ mod tests {
         assert_eq!(StreamId::parse(""), Err(IdError::Empty));
         assert_eq!(StreamId::parse("a b"), Err(IdError::BadCharacter));
         assert_eq!(StreamId::parse("é"), Err(IdError::BadCharacter));
-        assert!(matches!(
-            StreamId::parse("x".repeat(129)),
-            Err(IdError::TooLong { .. })
-        ));
+        assert!(matches!(StreamId::parse("x".repeat(129)), Err(IdError::TooLong { .. })));
     }
 }

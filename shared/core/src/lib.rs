@@ -27,7 +27,6 @@ pub use id::{IdError, StreamId};
 pub use projection::{ApplyOutcome, Delivery, ProjectionError, ProjectionSink, deliver};
 pub use snapshot::{Snapshot, SnapshotPolicy};
 pub use store::{
-    AppendBatch, AppendOutcome, EventStore, IdempotencyRecord, InlineView, LoadedStream, StoreError,
-    StreamAppend,
+    AppendBatch, AppendOutcome, EventStore, IdempotencyRecord, InlineView, LoadedStream, StoreError, StreamAppend,
 };
 pub use upcast::{UpcastError, Upcasters};

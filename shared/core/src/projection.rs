@@ -127,8 +127,7 @@ async fn repair_gap_events(
     to: u64,
 ) -> Result<Vec<EventEnvelope>, ProjectionError> {
     let missing = store.read_range(stream, from, Some(to)).await?;
-    let complete = missing.len() as u64 == to - from + 1
-        && missing.iter().zip(from..).all(|(e, v)| e.version == v);
+    let complete = missing.len() as u64 == to - from + 1 && missing.iter().zip(from..).all(|(e, v)| e.version == v);
     if !complete {
         return Err(ProjectionError::Unrepairable {
             stream: stream.clone(),

@@ -31,9 +31,7 @@ impl SnapshotPolicy {
 
     /// Snapshot at least every `n` events (`n` = 1: every event carries its post-state).
     pub fn every(n: u64) -> Self {
-        Self {
-            every: Some(n.max(1)),
-        }
+        Self { every: Some(n.max(1)) }
     }
 
     /// Whether a stream whose newest snapshot is at `last_snapshot` (0 for

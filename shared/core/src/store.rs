@@ -143,12 +143,8 @@ pub trait EventStore: Send + Sync {
     async fn load(&self, stream: &StreamId) -> Result<LoadedStream, StoreError>;
 
     /// Reads versions `from..=to` (`to = None`: to the head), in order.
-    async fn read_range(
-        &self,
-        stream: &StreamId,
-        from: u64,
-        to: Option<u64>,
-    ) -> Result<Vec<EventEnvelope>, StoreError>;
+    async fn read_range(&self, stream: &StreamId, from: u64, to: Option<u64>)
+    -> Result<Vec<EventEnvelope>, StoreError>;
 
     /// Reads the events appended at or before `at_ms`, in order (time travel).
     async fn read_until(&self, stream: &StreamId, at_ms: i64) -> Result<Vec<EventEnvelope>, StoreError>;

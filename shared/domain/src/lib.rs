@@ -14,6 +14,6 @@ pub mod order;
 pub mod views;
 
 pub use error::DomainError;
-pub use ids::{Cents, CustomerId, Currency, OrderId, ProductName, Quantity, Sku};
+pub use ids::{Cents, Currency, CustomerId, OrderId, ProductName, Quantity, Sku};
 pub use inventory::{Inventory, InventoryAction, InventoryCommand, InventoryEvent, InventoryState};
 pub use order::{Order, OrderAction, OrderCommand, OrderEvent, OrderLine, OrderState, OrderStatus};

@@ -266,9 +266,9 @@ impl Decider for Order {
             }]),
             (OrderAction::Ship, Confirmed) => Ok(vec![OrderEvent::OrderShipped {}]),
             // Repeating the command that led to the current status changes nothing.
-            (OrderAction::Confirm, Confirmed) | (OrderAction::Cancel { .. }, Cancelled) | (OrderAction::Ship, Shipped) => {
-                Ok(vec![])
-            }
+            (OrderAction::Confirm, Confirmed)
+            | (OrderAction::Cancel { .. }, Cancelled)
+            | (OrderAction::Ship, Shipped) => Ok(vec![]),
             _ => Err(invalid()),
         }
     }

@@ -102,7 +102,9 @@ fn check_batch(batch: &AppendBatch) -> Result<(), StoreError> {
         if let Some(snapshot) = &append.snapshot
             && Some(snapshot.version) != append.events.last().map(|e| e.version)
         {
-            return Err(StoreError::InvalidAppend("a snapshot must describe the last event".into()));
+            return Err(StoreError::InvalidAppend(
+                "a snapshot must describe the last event".into(),
+            ));
         }
     }
     let mut streams: Vec<_> = batch.streams.iter().map(|a| &a.stream_id).collect();
@@ -218,7 +220,12 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn read_range(&self, stream: &StreamId, from: u64, to: Option<u64>) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn read_range(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
         let stream = stream.clone();
         let to = to.unwrap_or(i64::MAX as u64).min(i64::MAX as u64);
         self.read(move |conn| {
@@ -267,7 +274,12 @@ impl EventStore for SqliteStore {
                 )
                 .and_then(|mut s| {
                     s.query_row(params![key, now_ms()], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, u16>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get(3)?,
+                        ))
                     })
                     .optional()
                 })

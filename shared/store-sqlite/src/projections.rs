@@ -11,18 +11,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension, params};
+use tally_core::Decider;
 use tally_core::{ApplyOutcome, EventEnvelope, ProjectionError, ProjectionSink, StoreError, StreamId, decode_event};
 use tally_domain::views::{
     self, INVENTORY_LEVELS, InventoryLevel, OrderSummary, Page, ReadError, ReadModels, SalesDay,
 };
 use tally_domain::{CustomerId, Order, OrderEvent, OrderId, Sku};
-use tally_core::Decider;
 
 use crate::{SqliteStore, sql_error};
 
 fn checkpoint_in(conn: &Connection, projection: &str, stream: &StreamId) -> Result<u64, StoreError> {
     conn.prepare_cached("SELECT version FROM checkpoints WHERE projection = ?1 AND stream_id = ?2")
-        .and_then(|mut s| s.query_row(params![projection, stream.as_str()], |r| r.get(0)).optional())
+        .and_then(|mut s| {
+            s.query_row(params![projection, stream.as_str()], |r| r.get(0))
+                .optional()
+        })
         .map(Option::unwrap_or_default)
         .map_err(sql_error)
 }

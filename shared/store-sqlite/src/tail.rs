@@ -31,10 +31,12 @@ impl Tailer {
     async fn cursor(&self) -> Result<i64, StoreError> {
         self.store
             .read(|conn| {
-                conn.query_row("SELECT seq FROM tail_cursor WHERE consumer = ?1", [CONSUMER], |r| r.get(0))
-                    .optional()
-                    .map(Option::unwrap_or_default)
-                    .map_err(sql_error)
+                conn.query_row("SELECT seq FROM tail_cursor WHERE consumer = ?1", [CONSUMER], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(sql_error)
             })
             .await
     }

@@ -16,11 +16,14 @@ use crate::sql_error;
 /// Most jobs committed in one transaction.
 const GROUP_MAX: usize = 512;
 
+/// Answers a job's caller, given the group's commit error if the commit failed.
+type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
 /// What a job asks for once its savepoint ran: keep or undo its changes, and
 /// how to answer its caller once the group's commit is known.
 struct JobOutcome {
     keep: bool,
-    answer: Box<dyn FnOnce(Option<&StoreError>) + Send>,
+    answer: Answer,
 }
 
 /// A queued write: runs on the writer's connection, or is told why it cannot.

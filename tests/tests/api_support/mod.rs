@@ -56,13 +56,19 @@ impl TestApi {
     }
 
     pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
-        let response = self.router.clone().oneshot(request).await.expect("router is infallible");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router is infallible");
         let status = response.status();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, body)
     }
@@ -83,14 +89,24 @@ impl TestApi {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         if stock > 0 {
             let (status, body) = self
-                .post(&format!("/inventory/{sku}/receipts"), format!(r#"{{"quantity":{stock}}}"#))
+                .post(
+                    &format!("/inventory/{sku}/receipts"),
+                    format!(r#"{{"quantity":{stock}}}"#),
+                )
                 .await;
             assert_eq!(status, StatusCode::OK, "{body}");
         }
     }
 
     /// Places a one-line order and returns the response.
-    pub async fn order(&self, order_id: &str, customer: &str, sku: &str, quantity: u64, price: u64) -> (StatusCode, Value) {
+    pub async fn order(
+        &self,
+        order_id: &str,
+        customer: &str,
+        sku: &str,
+        quantity: u64,
+        price: u64,
+    ) -> (StatusCode, Value) {
         self.post(
             "/orders",
             format!(
