@@ -3,8 +3,10 @@ CARGO ?= cargo
 JOBS  ?= 2
 PORT  ?= 3000
 DB    ?= data/tally.db
+VENV  ?= .venv
+PYTHON ?= python3
 
-.PHONY: run test lint fmt bench build-cli help
+.PHONY: run test lint fmt bench emulator help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -12,7 +14,15 @@ help: ## list the targets
 run: ## serve the API on 127.0.0.1:$(PORT) over the embedded SQLite store ($(DB))
 	$(CARGO) run -j$(JOBS) --release -p tally-cli --bin tally -- serve --port $(PORT) --db $(DB)
 
-test: ## run every test: domain specs, store contract suite, API scenarios, property tests
+# The pinned AWS emulator (moto) for the DynamoDB/EventBridge/SQS tests, in a project venv.
+$(VENV)/.installed: infra/emulator/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/emulator/requirements.txt
+	touch $@
+
+emulator: $(VENV)/.installed ## install the pinned AWS emulator into .venv
+
+test: $(VENV)/.installed ## run every test: domain specs, store contract suites (SQLite, DynamoDB on the emulator), API scenarios
 	$(CARGO) test -j$(JOBS) --workspace
 
 lint: ## formatting and clippy, as CI checks them

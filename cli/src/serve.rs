@@ -6,8 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tally_api::{ApiConfig, AppState, ServiceConfig};
-use tally_core::SnapshotPolicy;
+use tally_api::{ApiConfig, AppState};
 use tally_domain::views::PROJECTIONS;
 use tally_store_sqlite::{SqliteStore, Tailer, projection_sink};
 
@@ -19,17 +18,7 @@ pub async fn run(port: u16, db: &Path, snapshot_interval: u64) -> anyhow::Result
         .collect();
     tokio::spawn(Tailer::new(store.clone(), sinks).run());
 
-    let snapshots = match snapshot_interval {
-        0 => SnapshotPolicy::NEVER,
-        n => SnapshotPolicy::every(n),
-    };
-    let config = ApiConfig {
-        service: ServiceConfig {
-            snapshots,
-            ..ServiceConfig::default()
-        },
-        ..ApiConfig::default()
-    };
+    let config = ApiConfig::with_snapshot_interval((snapshot_interval > 0).then_some(snapshot_interval));
     let state = AppState::new(Arc::new(store.clone()), Arc::new(store), config);
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = tokio::net::TcpListener::bind(address)

@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::service::{Accepted, CommandContext, IdempotencyIntent, ServiceError};
-use crate::{AppState, OPENAPI_JSON};
+use crate::{CommandState, OPENAPI_JSON, QueryState};
 
 /// Largest page of a listing.
 const PAGE_MAX: u32 = 100;
@@ -38,7 +38,7 @@ const EVENTS_PAGE_MAX: u64 = 1_000;
 /// Longest accepted `Idempotency-Key` / `x-correlation-id`.
 const HEADER_ID_MAX_LEN: usize = 128;
 
-pub(crate) fn command_routes() -> Router<AppState> {
+pub(crate) fn command_routes() -> Router<CommandState> {
     Router::new()
         .route("/inventory", post(register_sku))
         .route("/inventory/{sku}/receipts", post(receive_stock))
@@ -49,7 +49,7 @@ pub(crate) fn command_routes() -> Router<AppState> {
         .route("/orders/{id}/ship", post(ship_order))
 }
 
-pub(crate) fn query_routes() -> Router<AppState> {
+pub(crate) fn query_routes() -> Router<QueryState> {
     Router::new()
         .route("/inventory/{sku}", get(get_inventory))
         .route("/orders/{id}", get(get_order))
@@ -60,13 +60,12 @@ pub(crate) fn query_routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-pub(crate) fn finish(routes: Router<AppState>, state: AppState) -> axum::Router {
-    let limit = state.config.body_limit;
+/// Adds what every served router has: JSON 404/405 answers, the body limit, request tracing.
+pub(crate) fn finish(routes: Router, body_limit: usize) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -234,7 +233,7 @@ fn accepted_response(accepted: Accepted, replayed: bool) -> Response {
 
 /// Runs a command with its idempotency key: a key seen with the same request
 /// answers the first response again; with another request, 422.
-async fn run_command<F, Fut>(state: &AppState, ctx: CommandContext, command: F) -> Result<Response, ApiError>
+async fn run_command<F, Fut>(state: &CommandState, ctx: CommandContext, command: F) -> Result<Response, ApiError>
 where
     F: FnOnce(CommandContext) -> Fut,
     Fut: Future<Output = Result<Accepted, ServiceError>>,
@@ -256,7 +255,7 @@ where
     }
 }
 
-async fn replay(state: &AppState, intent: &IdempotencyIntent) -> Result<Option<Response>, ApiError> {
+async fn replay(state: &CommandState, intent: &IdempotencyIntent) -> Result<Option<Response>, ApiError> {
     let Some(record) = state.store.idempotency_record(&intent.key).await? else {
         return Ok(None);
     };
@@ -322,7 +321,7 @@ struct CommandRequest {
 }
 
 impl CommandRequest {
-    fn parse<T: DeserializeOwned>(self, state: &AppState) -> Result<(T, CommandContext), ApiError> {
+    fn parse<T: DeserializeOwned>(self, state: &CommandState) -> Result<(T, CommandContext), ApiError> {
         let body = body_bytes(self.body, state.config.body_limit)?;
         let ctx = command_context(&self.headers, &self.method, &self.uri, &body)?;
         Ok((parse_json(&body)?, ctx))
@@ -341,7 +340,7 @@ macro_rules! command_request {
 }
 
 async fn register_sku(
-    State(state): State<AppState>,
+    State(state): State<CommandState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -356,7 +355,7 @@ async fn register_sku(
 }
 
 async fn receive_stock(
-    State(state): State<AppState>,
+    State(state): State<CommandState>,
     sku: Result<Path<String>, PathRejection>,
     method: Method,
     uri: Uri,
@@ -373,7 +372,7 @@ async fn receive_stock(
 }
 
 async fn adjust_stock(
-    State(state): State<AppState>,
+    State(state): State<CommandState>,
     sku: Result<Path<String>, PathRejection>,
     method: Method,
     uri: Uri,
@@ -392,7 +391,7 @@ async fn adjust_stock(
 }
 
 async fn place_order(
-    State(state): State<AppState>,
+    State(state): State<CommandState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -417,7 +416,7 @@ async fn place_order(
 }
 
 async fn order_transition(
-    state: AppState,
+    state: CommandState,
     id: Result<Path<String>, PathRejection>,
     request: CommandRequest,
     action: impl FnOnce(Option<String>) -> OrderAction,
@@ -444,7 +443,7 @@ async fn order_transition(
 }
 
 async fn confirm_order(
-    State(state): State<AppState>,
+    State(state): State<CommandState>,
     id: Result<Path<String>, PathRejection>,
     method: Method,
     uri: Uri,
@@ -456,7 +455,7 @@ async fn confirm_order(
 }
 
 async fn cancel_order(
-    State(state): State<AppState>,
+    State(state): State<CommandState>,
     id: Result<Path<String>, PathRejection>,
     method: Method,
     uri: Uri,
@@ -468,7 +467,7 @@ async fn cancel_order(
 }
 
 async fn ship_order(
-    State(state): State<AppState>,
+    State(state): State<CommandState>,
     id: Result<Path<String>, PathRejection>,
     method: Method,
     uri: Uri,
@@ -484,7 +483,7 @@ async fn ship_order(
 /// Waits up to the configured time for `read` to reach `min_version`; `None`
 /// if it did not (the caller then answers from the event store).
 async fn read_at_least<T, F, Fut>(
-    state: &AppState,
+    state: &QueryState,
     min_version: Option<u64>,
     version_of: impl Fn(&T) -> u64,
     read: F,
@@ -511,7 +510,7 @@ where
 }
 
 async fn get_inventory(
-    State(state): State<AppState>,
+    State(state): State<QueryState>,
     sku: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -539,7 +538,7 @@ async fn get_inventory(
 }
 
 /// An order's summary computed from its events (read-your-writes fallback).
-async fn order_from_store(state: &AppState, order_id: &OrderId) -> Result<Option<OrderSummary>, ApiError> {
+async fn order_from_store(state: &QueryState, order_id: &OrderId) -> Result<Option<OrderSummary>, ApiError> {
     let stream =
         StreamId::of("order", order_id.as_str()).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let events = state.store.read_range(&stream, 1, None).await?;
@@ -559,7 +558,7 @@ async fn order_from_store(state: &AppState, order_id: &OrderId) -> Result<Option
 }
 
 async fn get_order(
-    State(state): State<AppState>,
+    State(state): State<QueryState>,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -582,7 +581,7 @@ async fn get_order(
 }
 
 async fn customer_orders(
-    State(state): State<AppState>,
+    State(state): State<QueryState>,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -611,7 +610,7 @@ fn parse_day(query: &HashMap<String, String>, name: &str) -> Result<NaiveDate, A
 }
 
 async fn sales_report(
-    State(state): State<AppState>,
+    State(state): State<QueryState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = query_map(query)?;
@@ -628,7 +627,7 @@ fn parse_stream(raw: Result<Path<String>, PathRejection>) -> Result<StreamId, Ap
 }
 
 async fn stream_events(
-    State(state): State<AppState>,
+    State(state): State<QueryState>,
     stream: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -670,7 +669,7 @@ fn parse_at(query: &HashMap<String, String>) -> Result<At, ApiError> {
 }
 
 async fn stream_state(
-    State(state): State<AppState>,
+    State(state): State<QueryState>,
     stream: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {

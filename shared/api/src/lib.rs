@@ -50,38 +50,85 @@ impl Default for ApiConfig {
     }
 }
 
-/// What the handlers share.
+impl ApiConfig {
+    /// The defaults, with a snapshot every `interval` events per stream
+    /// (`None`: never).
+    pub fn with_snapshot_interval(interval: Option<u64>) -> Self {
+        let mut config = Self::default();
+        config.service.snapshots = tally_core::SnapshotPolicy { every: interval };
+        config
+    }
+}
+
+/// What the command handlers share.
 #[derive(Clone)]
-pub struct AppState {
+pub struct CommandState {
     commands: CommandService,
+    store: Arc<dyn EventStore>,
+    config: ApiConfig,
+}
+
+impl CommandState {
+    /// Command state over an event store.
+    pub fn new(store: Arc<dyn EventStore>, config: ApiConfig) -> Self {
+        Self {
+            commands: CommandService::new(Arc::clone(&store), config.service),
+            store,
+            config,
+        }
+    }
+}
+
+/// What the query handlers share.
+#[derive(Clone)]
+pub struct QueryState {
     store: Arc<dyn EventStore>,
     reads: Arc<dyn ReadModels>,
     config: ApiConfig,
+}
+
+impl QueryState {
+    /// Query state over the read models, with the event store for
+    /// read-your-writes fallbacks, history and time travel.
+    pub fn new(store: Arc<dyn EventStore>, reads: Arc<dyn ReadModels>, config: ApiConfig) -> Self {
+        Self { store, reads, config }
+    }
+}
+
+/// Both halves, for a process that serves the whole API.
+#[derive(Clone)]
+pub struct AppState {
+    commands: CommandState,
+    queries: QueryState,
 }
 
 impl AppState {
     /// State over an event store and the read models.
     pub fn new(store: Arc<dyn EventStore>, reads: Arc<dyn ReadModels>, config: ApiConfig) -> Self {
         Self {
-            commands: CommandService::new(Arc::clone(&store), config.service),
-            store,
-            reads,
-            config,
+            commands: CommandState::new(Arc::clone(&store), config),
+            queries: QueryState::new(store, reads, config),
         }
     }
 }
 
 /// The whole API: commands, queries, streams and `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    http::finish(http::command_routes().merge(http::query_routes()), state)
+    let limit = state.commands.config.body_limit;
+    let routes = http::command_routes()
+        .with_state(state.commands)
+        .merge(http::query_routes().with_state(state.queries));
+    http::finish(routes, limit)
 }
 
 /// The command routes only (the command Lambda).
-pub fn command_router(state: AppState) -> Router {
-    http::finish(http::command_routes(), state)
+pub fn command_router(state: CommandState) -> Router {
+    let limit = state.config.body_limit;
+    http::finish(http::command_routes().with_state(state), limit)
 }
 
 /// The query routes only (the query Lambda).
-pub fn query_router(state: AppState) -> Router {
-    http::finish(http::query_routes(), state)
+pub fn query_router(state: QueryState) -> Router {
+    let limit = state.config.body_limit;
+    http::finish(http::query_routes().with_state(state), limit)
 }

@@ -91,6 +91,47 @@ pub struct AppendBatch {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+impl AppendBatch {
+    /// Checks the batch's shape before any adapter writes it: at least one
+    /// stream, each once, each with events that follow its expected version
+    /// without gaps, and a snapshot (if any) of the last event.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.streams.is_empty() {
+            return Err(StoreError::InvalidAppend("a batch needs at least one stream".into()));
+        }
+        for append in &self.streams {
+            if append.events.is_empty() {
+                return Err(StoreError::InvalidAppend(format!("no events for {}", append.stream_id)));
+            }
+            let positioned = append
+                .events
+                .iter()
+                .zip(append.expected_version + 1..)
+                .all(|(e, v)| e.version == v && e.stream_id == append.stream_id);
+            if !positioned {
+                return Err(StoreError::InvalidAppend(format!(
+                    "events for {} must follow version {} without gaps",
+                    append.stream_id, append.expected_version
+                )));
+            }
+            if let Some(snapshot) = &append.snapshot
+                && Some(snapshot.version) != append.events.last().map(|e| e.version)
+            {
+                return Err(StoreError::InvalidAppend(
+                    "a snapshot must describe the last event".into(),
+                ));
+            }
+        }
+        let mut streams: Vec<_> = self.streams.iter().map(|a| &a.stream_id).collect();
+        streams.sort();
+        streams.dedup();
+        if streams.len() != self.streams.len() {
+            return Err(StoreError::InvalidAppend("a stream may appear once per batch".into()));
+        }
+        Ok(())
+    }
+}
+
 /// The head of each stream after a successful append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {

@@ -79,43 +79,6 @@ fn head_version(conn: &Connection, stream: &StreamId) -> Result<u64, StoreError>
         .map_err(sql_error)
 }
 
-/// Checks a batch's shape before it reaches the writer.
-fn check_batch(batch: &AppendBatch) -> Result<(), StoreError> {
-    if batch.streams.is_empty() {
-        return Err(StoreError::InvalidAppend("a batch needs at least one stream".into()));
-    }
-    for append in &batch.streams {
-        if append.events.is_empty() {
-            return Err(StoreError::InvalidAppend(format!("no events for {}", append.stream_id)));
-        }
-        let positioned = append
-            .events
-            .iter()
-            .zip(append.expected_version + 1..)
-            .all(|(e, v)| e.version == v && e.stream_id == append.stream_id);
-        if !positioned {
-            return Err(StoreError::InvalidAppend(format!(
-                "events for {} must follow version {} without gaps",
-                append.stream_id, append.expected_version
-            )));
-        }
-        if let Some(snapshot) = &append.snapshot
-            && Some(snapshot.version) != append.events.last().map(|e| e.version)
-        {
-            return Err(StoreError::InvalidAppend(
-                "a snapshot must describe the last event".into(),
-            ));
-        }
-    }
-    let mut streams: Vec<_> = batch.streams.iter().map(|a| &a.stream_id).collect();
-    streams.sort();
-    streams.dedup();
-    if streams.len() != batch.streams.len() {
-        return Err(StoreError::InvalidAppend("a stream may appear once per batch".into()));
-    }
-    Ok(())
-}
-
 fn insert_stream(conn: &Connection, append: &StreamAppend) -> Result<u64, StoreError> {
     // The head check and UNIQUE(stream_id, version) together make the
     // condition: another writer's event at any of our versions is a conflict.
@@ -249,7 +212,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
-        check_batch(&batch)?;
+        batch.check()?;
         self.write(move |conn| {
             let heads = batch
                 .streams

@@ -1,0 +1,315 @@
+//! The DynamoDB [`EventStore`].
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use tally_core::{
+    AppendBatch, AppendOutcome, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
+    StreamId,
+};
+
+use crate::errors::{TransactItem, sdk_error};
+use crate::items::{EventItem, IdempotencyItem, Item};
+use crate::schema::{
+    ENV_EVENTS_TABLE, ENV_IDEMPOTENCY_TABLE, ENV_INVENTORY_TABLE, ENV_SNAPSHOT_INTERVAL, EVENTS_PK, EVENTS_SK,
+    IDEMPOTENCY_PK, IDEMPOTENCY_TTL, READ_PK, READ_VERSION, TRANSACT_MAX_ITEMS,
+};
+
+/// Where the store keeps things, and how it pages.
+#[derive(Debug, Clone)]
+pub struct DynamoConfig {
+    /// The events table.
+    pub events_table: String,
+    /// The idempotency table.
+    pub idempotency_table: String,
+    /// Inline read models: model name → table.
+    pub view_tables: HashMap<String, String>,
+    /// Events between snapshots (`None`: no snapshots). The newest snapshot
+    /// is then among the newest `interval` items, so one descending page of
+    /// that size finds it.
+    pub snapshot_interval: Option<u64>,
+}
+
+/// A required setting is missing from the environment.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {0} must name the table")]
+pub struct MissingSetting(pub &'static str);
+
+impl DynamoConfig {
+    /// Reads the table names and snapshot interval from the environment.
+    pub fn from_env() -> Result<Self, MissingSetting> {
+        let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+        let snapshot_interval = std::env::var(ENV_SNAPSHOT_INTERVAL)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Some(1), |n| (n > 0).then_some(n));
+        Ok(Self {
+            events_table: var(ENV_EVENTS_TABLE)?,
+            idempotency_table: var(ENV_IDEMPOTENCY_TABLE)?,
+            view_tables: HashMap::from([("inventory_levels".to_owned(), var(ENV_INVENTORY_TABLE)?)]),
+            snapshot_interval,
+        })
+    }
+}
+
+/// The event store on DynamoDB. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    config: DynamoConfig,
+}
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl DynamoStore {
+    /// A store over `client` with `config`.
+    pub fn new(client: Client, config: DynamoConfig) -> Self {
+        Self { client, config }
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DynamoConfig {
+        &self.config
+    }
+
+    /// Runs a stream query page by page through `LastEvaluatedKey` (a result
+    /// over 1 MB arrives in several pages) until `done` says stop.
+    async fn query_stream(
+        &self,
+        stream: &StreamId,
+        range: Option<(u64, u64)>,
+        newest_first: bool,
+        page_size: Option<i32>,
+        mut done: impl FnMut(&Item) -> bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.config.events_table)
+                .consistent_read(true)
+                .scan_index_forward(!newest_first)
+                .expression_attribute_names("#pk", EVENTS_PK)
+                .expression_attribute_values(":pk", AttributeValue::S(stream.to_string()))
+                .set_exclusive_start_key(start.take())
+                .set_limit(page_size);
+            query = match range {
+                Some((from, to)) => query
+                    .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                    .expression_attribute_names("#sk", EVENTS_SK)
+                    .expression_attribute_values(":from", number(from))
+                    .expression_attribute_values(":to", number(to)),
+                None => query.key_condition_expression("#pk = :pk"),
+            };
+            let page = query.send().await.map_err(sdk_error)?;
+            for item in page.items.unwrap_or_default() {
+                let stop = done(&item);
+                items.push(item);
+                if stop {
+                    return Ok(items);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    fn envelopes(items: Vec<Item>) -> Result<Vec<(EventEnvelope, Option<Snapshot>)>, StoreError> {
+        items.into_iter().map(|i| EventItem::parse(i)?.into_envelope()).collect()
+    }
+
+    /// Every item of a batch as a conditional `Put`, with what it stands for.
+    fn transact_items(&self, batch: &AppendBatch) -> Result<Vec<(Put, TransactItem)>, StoreError> {
+        let built = |put: Result<Put, _>| put.map_err(|e: aws_sdk_dynamodb::error::BuildError| StoreError::InvalidAppend(e.to_string()));
+        let mut puts = Vec::new();
+        for append in &batch.streams {
+            let (stream, expected) = (append.stream_id.clone(), append.expected_version);
+            for event in &append.events {
+                let snapshot = append.snapshot.as_ref().filter(|s| s.version == event.version);
+                // The version is the sort key: the put fails if any writer
+                // took this version first. That is the whole concurrency check.
+                let put = Put::builder()
+                    .table_name(&self.config.events_table)
+                    .set_item(Some(EventItem::from_envelope(event, snapshot)?))
+                    .condition_expression("attribute_not_exists(#sk)")
+                    .expression_attribute_names("#sk", EVENTS_SK)
+                    .build();
+                puts.push((built(put)?, TransactItem::Event { stream: stream.clone(), expected }));
+            }
+            if let Some(view) = &append.view {
+                let table = self.config.view_tables.get(&view.model).ok_or_else(|| {
+                    StoreError::InvalidAppend(format!("no table configured for read model {}", view.model))
+                })?;
+                let mut item: Item =
+                    serde_dynamo::to_item(&view.row).map_err(|e| StoreError::InvalidAppend(e.to_string()))?;
+                item.insert(READ_PK.to_owned(), AttributeValue::S(view.key.clone()));
+                item.insert(READ_VERSION.to_owned(), number(view.version));
+                let put = Put::builder()
+                    .table_name(table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(#pk) OR #v < :v")
+                    .expression_attribute_names("#pk", READ_PK)
+                    .expression_attribute_names("#v", READ_VERSION)
+                    .expression_attribute_values(":v", number(view.version))
+                    .build();
+                puts.push((built(put)?, TransactItem::View { stream, expected }));
+            }
+        }
+        if let Some(record) = &batch.idempotency {
+            // A live record is another request's; an expired one (TTL
+            // deletion is lazy) may be replaced.
+            let put = Put::builder()
+                .table_name(&self.config.idempotency_table)
+                .set_item(Some(IdempotencyItem::from_record(record)?))
+                .condition_expression("attribute_not_exists(#pk) OR #ttl < :now")
+                .expression_attribute_names("#pk", IDEMPOTENCY_PK)
+                .expression_attribute_names("#ttl", IDEMPOTENCY_TTL)
+                .expression_attribute_values(":now", number(now_ms().div_euclid(1000)))
+                .build();
+            puts.push((built(put)?, TransactItem::Idempotency { key: record.key.clone() }));
+        }
+        Ok(puts)
+    }
+
+    /// One item: a plain conditional `PutItem`, one write request.
+    async fn put_one(&self, put: Put, meaning: &TransactItem) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(put.table_name)
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_names(put.expression_attribute_names)
+            .set_expression_attribute_values(put.expression_attribute_values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                Err(meaning.conflict())
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Several items: one `TransactWriteItems`; all conditions hold and all
+    /// is written, or nothing is.
+    async fn put_all(&self, puts: Vec<(Put, TransactItem)>) -> Result<(), StoreError> {
+        let (puts, meanings): (Vec<Put>, Vec<TransactItem>) = puts.into_iter().unzip();
+        let items = puts.into_iter().map(|put| TransactWriteItem::builder().put(put).build()).collect();
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                    let reasons = cancelled.cancellation_reasons();
+                    let culprit = reasons.iter().position(|r| {
+                        matches!(r.code(), Some("ConditionalCheckFailed") | Some("TransactionConflict"))
+                    });
+                    match culprit.and_then(|i| meanings.get(i)) {
+                        Some(meaning) => Err(meaning.conflict()),
+                        None => Err(sdk_error(SdkError::ServiceError(e))),
+                    }
+                }
+                _ => Err(sdk_error(SdkError::ServiceError(e))),
+            },
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn load(&self, stream: &StreamId) -> Result<LoadedStream, StoreError> {
+        let Some(interval) = self.config.snapshot_interval else {
+            let events = self.read_range(stream, 1, None).await?;
+            return Ok(LoadedStream { snapshot: None, events });
+        };
+        // Newest first, stopping at the first item that carries a snapshot.
+        let page = i32::try_from(interval).unwrap_or(i32::MAX);
+        let mut items = self.query_stream(stream, None, true, Some(page), EventItem::has_snapshot).await?;
+        items.reverse();
+        let rows = Self::envelopes(items)?;
+        let snapshot = rows.first().and_then(|(_, s)| s.clone());
+        Ok(LoadedStream {
+            snapshot,
+            events: rows.into_iter().map(|(e, _)| e).collect(),
+        })
+    }
+
+    async fn read_range(&self, stream: &StreamId, from: u64, to: Option<u64>) -> Result<Vec<EventEnvelope>, StoreError> {
+        let to = to.unwrap_or(i64::MAX as u64);
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let items = self.query_stream(stream, Some((from, to)), false, None, |_| false).await?;
+        Ok(Self::envelopes(items)?.into_iter().map(|(e, _)| e).collect())
+    }
+
+    async fn read_until(&self, stream: &StreamId, at_ms: i64) -> Result<Vec<EventEnvelope>, StoreError> {
+        let items = self.query_stream(stream, None, false, None, |_| false).await?;
+        Ok(Self::envelopes(items)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .filter(|e| e.timestamp_ms <= at_ms)
+            .collect())
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
+        batch.check()?;
+        let mut puts = self.transact_items(&batch)?;
+        if puts.len() > TRANSACT_MAX_ITEMS {
+            return Err(StoreError::InvalidAppend(format!(
+                "{} items exceed the {TRANSACT_MAX_ITEMS} a DynamoDB transaction takes",
+                puts.len()
+            )));
+        }
+        if puts.len() == 1 {
+            let (put, meaning) = puts.remove(0);
+            self.put_one(put, &meaning).await?;
+        } else {
+            self.put_all(puts).await?;
+        }
+        let heads = batch
+            .streams
+            .iter()
+            .map(|a| (a.stream_id.clone(), a.expected_version + a.events.len() as u64))
+            .collect();
+        Ok(AppendOutcome { heads })
+    }
+
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.config.idempotency_table)
+            .key(IDEMPOTENCY_PK, AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let Some(item) = found.item else { return Ok(None) };
+        let record = IdempotencyItem::into_record(item)?;
+        Ok((record.expires_at_ms > now_ms()).then_some(record))
+    }
+}
