@@ -24,7 +24,10 @@ fn payloads() -> Vec<(String, String)> {
     files
         .into_iter()
         .map(|path| {
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             (name, text)
         })
@@ -54,7 +57,8 @@ async fn every_payload_file_gets_its_answer() {
     assert!(payloads.len() >= 8, "events/command-api holds the route payloads");
     let mut placed: Option<Value> = None;
     for (name, text) in &payloads {
-        let request = lambda_http::request::from_str(text).unwrap_or_else(|e| panic!("{name}: not an API Gateway request: {e}"));
+        let request =
+            lambda_http::request::from_str(text).unwrap_or_else(|e| panic!("{name}: not an API Gateway request: {e}"));
         let response = router.clone().oneshot(request).await.expect("router is infallible");
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
@@ -63,7 +67,10 @@ async fn every_payload_file_gets_its_answer() {
         if status >= 400 {
             assert!(body["error"].is_string(), "{name}: {body}");
         } else {
-            assert!(body["stream_id"].is_string() && body["version"].is_u64(), "{name}: {body}");
+            assert!(
+                body["stream_id"].is_string() && body["version"].is_u64(),
+                "{name}: {body}"
+            );
         }
         if name.contains("04-place-order") {
             placed = Some(body);

@@ -11,9 +11,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use tally_core::{EventEnvelope, IdempotencyRecord, Snapshot, StoreError, StreamId};
 
-/// One stored event.
+/// One stored event, as laid out in the events table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct EventItem {
+#[allow(missing_docs)] // field names are the attribute names; see the module docs
+pub struct EventItem {
     pub stream_id: String,
     pub version: u64,
     pub event_id: String,
@@ -30,7 +31,8 @@ pub(crate) struct EventItem {
     pub snapshot_schema: Option<u32>,
 }
 
-pub(crate) type Item = HashMap<String, AttributeValue>;
+/// A DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
 
 fn corrupt(stream: &str, version: u64, reason: impl ToString) -> StoreError {
     match StreamId::parse(stream) {
@@ -44,7 +46,8 @@ fn corrupt(stream: &str, version: u64, reason: impl ToString) -> StoreError {
 }
 
 impl EventItem {
-    pub(crate) fn from_envelope(event: &EventEnvelope, snapshot: Option<&Snapshot>) -> Result<Item, StoreError> {
+    /// The item for `event`, carrying `snapshot` when given.
+    pub fn from_envelope(event: &EventEnvelope, snapshot: Option<&Snapshot>) -> Result<Item, StoreError> {
         let item = EventItem {
             stream_id: event.stream_id.to_string(),
             version: event.version,
@@ -120,8 +123,8 @@ impl IdempotencyItem {
     }
 
     pub(crate) fn into_record(item: Item) -> Result<IdempotencyRecord, StoreError> {
-        let item: IdempotencyItem =
-            serde_dynamo::from_item(item).map_err(|e| StoreError::Backend(format!("unreadable idempotency item: {e}").into()))?;
+        let item: IdempotencyItem = serde_dynamo::from_item(item)
+            .map_err(|e| StoreError::Backend(format!("unreadable idempotency item: {e}").into()))?;
         Ok(IdempotencyRecord {
             response: serde_json::from_str(&item.response)
                 .map_err(|e| StoreError::Backend(format!("idempotency record {}: {e}", item.key).into()))?,

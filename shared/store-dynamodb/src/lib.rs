@@ -13,7 +13,7 @@
 //! configuration, `AWS_ENDPOINT_URL` included): nothing is hard-coded.
 
 mod errors;
-mod items;
+pub mod items;
 pub mod schema;
 mod store;
 

@@ -135,12 +135,17 @@ impl DynamoStore {
     }
 
     fn envelopes(items: Vec<Item>) -> Result<Vec<(EventEnvelope, Option<Snapshot>)>, StoreError> {
-        items.into_iter().map(|i| EventItem::parse(i)?.into_envelope()).collect()
+        items
+            .into_iter()
+            .map(|i| EventItem::parse(i)?.into_envelope())
+            .collect()
     }
 
     /// Every item of a batch as a conditional `Put`, with what it stands for.
     fn transact_items(&self, batch: &AppendBatch) -> Result<Vec<(Put, TransactItem)>, StoreError> {
-        let built = |put: Result<Put, _>| put.map_err(|e: aws_sdk_dynamodb::error::BuildError| StoreError::InvalidAppend(e.to_string()));
+        let built = |put: Result<Put, _>| {
+            put.map_err(|e: aws_sdk_dynamodb::error::BuildError| StoreError::InvalidAppend(e.to_string()))
+        };
         let mut puts = Vec::new();
         for append in &batch.streams {
             let (stream, expected) = (append.stream_id.clone(), append.expected_version);
@@ -154,7 +159,13 @@ impl DynamoStore {
                     .condition_expression("attribute_not_exists(#sk)")
                     .expression_attribute_names("#sk", EVENTS_SK)
                     .build();
-                puts.push((built(put)?, TransactItem::Event { stream: stream.clone(), expected }));
+                puts.push((
+                    built(put)?,
+                    TransactItem::Event {
+                        stream: stream.clone(),
+                        expected,
+                    },
+                ));
             }
             if let Some(view) = &append.view {
                 let table = self.config.view_tables.get(&view.model).ok_or_else(|| {
@@ -186,7 +197,12 @@ impl DynamoStore {
                 .expression_attribute_names("#ttl", IDEMPOTENCY_TTL)
                 .expression_attribute_values(":now", number(now_ms().div_euclid(1000)))
                 .build();
-            puts.push((built(put)?, TransactItem::Idempotency { key: record.key.clone() }));
+            puts.push((
+                built(put)?,
+                TransactItem::Idempotency {
+                    key: record.key.clone(),
+                },
+            ));
         }
         Ok(puts)
     }
@@ -216,16 +232,24 @@ impl DynamoStore {
     /// is written, or nothing is.
     async fn put_all(&self, puts: Vec<(Put, TransactItem)>) -> Result<(), StoreError> {
         let (puts, meanings): (Vec<Put>, Vec<TransactItem>) = puts.into_iter().unzip();
-        let items = puts.into_iter().map(|put| TransactWriteItem::builder().put(put).build()).collect();
-        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let items = puts
+            .into_iter()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .collect();
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) => match e.err() {
                 TransactWriteItemsError::TransactionCanceledException(cancelled) => {
                     let reasons = cancelled.cancellation_reasons();
-                    let culprit = reasons.iter().position(|r| {
-                        matches!(r.code(), Some("ConditionalCheckFailed") | Some("TransactionConflict"))
-                    });
+                    let culprit = reasons
+                        .iter()
+                        .position(|r| matches!(r.code(), Some("ConditionalCheckFailed") | Some("TransactionConflict")));
                     match culprit.and_then(|i| meanings.get(i)) {
                         Some(meaning) => Err(meaning.conflict()),
                         None => Err(sdk_error(SdkError::ServiceError(e))),
@@ -247,7 +271,9 @@ impl EventStore for DynamoStore {
         };
         // Newest first, stopping at the first item that carries a snapshot.
         let page = i32::try_from(interval).unwrap_or(i32::MAX);
-        let mut items = self.query_stream(stream, None, true, Some(page), EventItem::has_snapshot).await?;
+        let mut items = self
+            .query_stream(stream, None, true, Some(page), EventItem::has_snapshot)
+            .await?;
         items.reverse();
         let rows = Self::envelopes(items)?;
         let snapshot = rows.first().and_then(|(_, s)| s.clone());
@@ -257,12 +283,19 @@ impl EventStore for DynamoStore {
         })
     }
 
-    async fn read_range(&self, stream: &StreamId, from: u64, to: Option<u64>) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn read_range(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
         let to = to.unwrap_or(i64::MAX as u64);
         if to < from {
             return Ok(Vec::new());
         }
-        let items = self.query_stream(stream, Some((from, to)), false, None, |_| false).await?;
+        let items = self
+            .query_stream(stream, Some((from, to)), false, None, |_| false)
+            .await?;
         Ok(Self::envelopes(items)?.into_iter().map(|(e, _)| e).collect())
     }
 

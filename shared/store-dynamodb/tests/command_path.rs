@@ -1,0 +1,370 @@
+//! The DynamoDB command path on the emulator, through the real AWS SDK:
+//! requests per command, histories over 1 MB, a flash sale, multi-stream
+//! atomicity and idempotency keys.
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tally_api::service::{CommandContext, ServiceConfig};
+use tally_api::{ApiConfig, CommandService, CommandState};
+use tally_core::{
+    AppendBatch, CommandError, Decider, EventStore, Metadata, NewEvent, Snapshot, SnapshotPolicy, StoreError,
+    StreamAppend, StreamId, seal,
+};
+use tally_domain::{
+    CustomerId, DomainError, Inventory, InventoryEvent, InventoryState, OrderId, OrderLine, ProductName, Quantity, Sku,
+};
+use tally_emulator::RequestCounter;
+use tally_store_dynamodb::DynamoStore;
+use tally_store_dynamodb::items::EventItem;
+use tower::ServiceExt;
+
+async fn store(snapshot_interval: Option<u64>, counter: Option<RequestCounter>) -> DynamoStore {
+    let client = tally_emulator::dynamodb(counter).await;
+    let tables = tally_emulator::create_tables(&client, snapshot_interval).await;
+    DynamoStore::new(client, tables)
+}
+
+fn sku(raw: &str) -> Sku {
+    Sku::parse(raw).expect("sku")
+}
+
+/// Seeds `inventory-<sku>` with a registration and `events - 1` receipts,
+/// a snapshot every 100 events, written with unconditional BatchWriteItem
+/// (25 items a request): the emulator copies every table on each
+/// transaction, which makes seeding 20,000 events by transaction quadratic.
+async fn seed_inventory(store: &DynamoStore, sku_id: &str, events: u64) {
+    let stream = StreamId::of("inventory", sku_id).expect("stream");
+    let domain_events: Vec<InventoryEvent> = (0..events)
+        .map(|v| match v {
+            0 => InventoryEvent::SkuRegistered {
+                sku: sku(sku_id),
+                name: ProductName::parse("Seeded").expect("name"),
+            },
+            _ => InventoryEvent::StockReceived {
+                quantity: Quantity::new(1).expect("qty"),
+            },
+        })
+        .collect();
+    let new_events: Vec<NewEvent> = domain_events
+        .iter()
+        .map(|e| tally_core::encode_event::<Inventory>(e).expect("encode"))
+        .collect();
+    let sealed = seal(&stream, 0, None, new_events, &Metadata::default(), 1);
+    let mut state = InventoryState::default();
+    let mut items = Vec::with_capacity(sealed.len());
+    for (envelope, event) in sealed.iter().zip(&domain_events) {
+        state = Inventory::evolve(state, event);
+        let snapshot = (envelope.version % 100 == 0 || envelope.version == events).then(|| Snapshot {
+            version: envelope.version,
+            schema: Inventory::STATE_SCHEMA,
+            state: serde_json::to_value(&state).expect("state"),
+        });
+        items.push(EventItem::from_envelope(envelope, snapshot.as_ref()).expect("item"));
+    }
+    for chunk in items.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item.clone())).build().expect("put"))
+                    .build()
+            })
+            .collect();
+        let out = store
+            .client()
+            .batch_write_item()
+            .request_items(&store.config().events_table, writes)
+            .send()
+            .await
+            .expect("seed batch");
+        assert!(
+            out.unprocessed_items.unwrap_or_default().is_empty(),
+            "the emulator does not throttle"
+        );
+    }
+}
+
+const READS: [&str; 3] = ["Query", "GetItem", "BatchGetItem"];
+const WRITES: [&str; 3] = ["PutItem", "TransactWriteItems", "BatchWriteItem"];
+
+/// With snapshots on, a single-stream command costs at most one read request
+/// and one write request on streams of 1, 1,000 and 20,000 events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_costs_one_read_and_one_write_whatever_the_stream_length() {
+    for (length, interval) in [(1u64, 100u64), (1_000, 100), (20_000, 100), (20_000, 1)] {
+        let counter = RequestCounter::default();
+        let store = store(Some(interval), Some(counter.clone())).await;
+        let sku_id = format!("LEN-{length}");
+        seed_inventory(&store, &sku_id, length).await;
+        let config = ServiceConfig {
+            snapshots: SnapshotPolicy::every(interval),
+            ..ServiceConfig::default()
+        };
+        let service = CommandService::new(Arc::new(store), config);
+        counter.reset();
+        let accepted = service
+            .receive_stock(
+                &sku(&sku_id),
+                Quantity::new(5).expect("qty"),
+                &CommandContext::default(),
+            )
+            .await
+            .expect("receive stock");
+        assert_eq!(accepted.body["version"], length + 1);
+        let (reads, writes) = (counter.of(&READS), counter.of(&WRITES));
+        println!(
+            "stream of {length:>6} events, snapshot every {interval:>3}: {reads} read request(s), {writes} write request(s) {:?}",
+            counter.snapshot()
+        );
+        assert!(reads <= 1, "{length} events: {reads} reads");
+        assert!(writes <= 1, "{length} events: {writes} writes");
+    }
+}
+
+/// A stream whose history exceeds 1 MB (one Query page) loads completely and
+/// in order, both by range and by `load` without snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_over_one_megabyte_loads_whole() {
+    let store = store(None, None).await;
+    let stream = StreamId::parse("blob-big").expect("stream");
+    let padding = "x".repeat(8 * 1024);
+    let total = 200u64; // 200 × 8 KB ≈ 1.6 MB
+    let mut head_hash: Option<String> = None;
+    for start in (0..total).step_by(50) {
+        let events = (start..start + 50)
+            .map(|i| NewEvent {
+                event_type: "Blob".into(),
+                schema: 1,
+                data: json!({ "i": i, "padding": padding }),
+            })
+            .collect();
+        let sealed = seal(&stream, start, head_hash.as_deref(), events, &Metadata::default(), 1);
+        head_hash = sealed.last().map(|e| e.hash.clone());
+        store
+            .append(AppendBatch {
+                streams: vec![StreamAppend {
+                    stream_id: stream.clone(),
+                    expected_version: start,
+                    events: sealed,
+                    snapshot: None,
+                    view: None,
+                }],
+                idempotency: None,
+            })
+            .await
+            .expect("append");
+    }
+    let all = store.read_range(&stream, 1, None).await.expect("read");
+    assert_eq!(all.len() as u64, total);
+    assert!(all.iter().zip(1..).all(|(e, v)| e.version == v && e.data["i"] == v - 1));
+    tally_core::verify_chain(&all).expect("chain");
+    let loaded = store.load(&stream).await.expect("load");
+    assert_eq!(loaded.events.len() as u64, total);
+    assert_eq!(loaded.version(), total);
+}
+
+/// Flash sale on DynamoDB: 50 in stock, 200 concurrent single-unit orders
+/// through the command handler → exactly 50 succeed, the rest are
+/// insufficient_stock or contention reported as such, the events table holds
+/// 50 reservations and the inventory row shows 50 reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flash_sale_on_dynamodb_never_oversells() {
+    let store = store(Some(1), None).await;
+    let inventory_table = store.config().view_tables["inventory_levels"].clone();
+    let events_table = store.config().events_table.clone();
+    let client = store.client().clone();
+    let service = CommandService::new(Arc::new(store), ServiceConfig::default());
+    let ctx = CommandContext::default();
+    service
+        .register_sku(&sku("HOT"), ProductName::parse("Hot").expect("name"), &ctx)
+        .await
+        .expect("register");
+    service
+        .receive_stock(&sku("HOT"), Quantity::new(50).expect("qty"), &ctx)
+        .await
+        .expect("receive");
+
+    let buyers = (0..200).map(|i| {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let line = OrderLine {
+                sku: sku("HOT"),
+                quantity: Quantity::new(1).expect("qty"),
+                unit_price_cents: tally_domain::Cents::new(100).expect("cents"),
+            };
+            service
+                .place_order(
+                    &OrderId::parse(format!("fs-{i}")).expect("order id"),
+                    CustomerId::parse("c").expect("customer"),
+                    vec![line],
+                    Default::default(),
+                    &CommandContext::default(),
+                )
+                .await
+        })
+    });
+    let (mut sold, mut sold_out, mut contended) = (0, 0, 0);
+    for buyer in buyers {
+        match buyer.await.expect("task") {
+            Ok(_) => sold += 1,
+            Err(CommandError::Rejected(DomainError::InsufficientStock { .. })) => sold_out += 1,
+            Err(CommandError::Contended { .. }) => contended += 1,
+            Err(other) => panic!("unexpected failure: {other}"),
+        }
+    }
+    println!("flash sale on DynamoDB: {sold} sold, {sold_out} insufficient_stock, {contended} contended");
+    assert_eq!(sold, 50);
+    assert_eq!(sold + sold_out + contended, 200);
+
+    let reservations = client
+        .query()
+        .table_name(&events_table)
+        .key_condition_expression("stream_id = :s")
+        .filter_expression("#t = :t")
+        .expression_attribute_names("#t", "type")
+        .expression_attribute_values(":s", AttributeValue::S("inventory-HOT".into()))
+        .expression_attribute_values(":t", AttributeValue::S("StockReserved".into()))
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .send()
+        .await
+        .expect("count reservations");
+    assert_eq!(reservations.count, 50);
+    let row = client
+        .get_item()
+        .table_name(&inventory_table)
+        .key("pk", AttributeValue::S("HOT".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("inventory row")
+        .item
+        .expect("row exists");
+    assert_eq!(row.get("reserved"), Some(&AttributeValue::N("50".into())));
+    assert_eq!(row.get("available"), Some(&AttributeValue::N("0".into())));
+}
+
+/// An append whose second stream fails its condition writes nothing at all,
+/// and the conflict names that stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_second_line_writes_nothing() {
+    let store = store(Some(1), None).await;
+    let service = CommandService::new(Arc::new(store.clone()), ServiceConfig::default());
+    let ctx = CommandContext::default();
+    for id in ["A", "B"] {
+        service
+            .register_sku(&sku(id), ProductName::parse("x").expect("name"), &ctx)
+            .await
+            .expect("register");
+    }
+    let order = StreamId::parse("order-atomic").expect("stream");
+    let (a, b) = (
+        StreamId::parse("inventory-A").expect("a"),
+        StreamId::parse("inventory-B").expect("b"),
+    );
+    let event = |stream: &StreamId, head: u64, prev: Option<&str>| {
+        seal(
+            stream,
+            head,
+            prev,
+            vec![NewEvent {
+                event_type: "Probe".into(),
+                schema: 1,
+                data: json!({}),
+            }],
+            &Metadata::default(),
+            1,
+        )
+    };
+    let a_head = store.load(&a).await.expect("load a");
+    let batch = AppendBatch {
+        streams: vec![
+            StreamAppend {
+                stream_id: order.clone(),
+                expected_version: 0,
+                events: event(&order, 0, None),
+                snapshot: None,
+                view: None,
+            },
+            StreamAppend {
+                stream_id: a.clone(),
+                expected_version: 1,
+                events: event(&a, 1, a_head.head_hash()),
+                snapshot: None,
+                view: None,
+            },
+            // B is at version 1: expecting 0 is stale.
+            StreamAppend {
+                stream_id: b.clone(),
+                expected_version: 0,
+                events: event(&b, 0, None),
+                snapshot: None,
+                view: None,
+            },
+        ],
+        idempotency: None,
+    };
+    match store.append(batch).await {
+        Err(StoreError::WrongExpectedVersion { stream, .. }) => assert_eq!(stream, b),
+        other => panic!("expected a conflict on B, got {other:?}"),
+    }
+    assert!(store.read_range(&order, 1, None).await.expect("order").is_empty());
+    assert_eq!(store.read_range(&a, 1, None).await.expect("a").len(), 1);
+    assert_eq!(store.read_range(&b, 1, None).await.expect("b").len(), 1);
+}
+
+async fn call(router: &axum::Router, key: &str, body: &str) -> (u16, Value) {
+    let request = Request::post("/orders")
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Body::from(body.to_owned()))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON"))
+}
+
+/// Idempotency on DynamoDB: the same key and body twice → one set of events
+/// and the same response; the same key with another body → 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_on_dynamodb() {
+    let store = store(Some(1), None).await;
+    let service = CommandService::new(Arc::new(store.clone()), ServiceConfig::default());
+    service
+        .register_sku(
+            &sku("I"),
+            ProductName::parse("x").expect("name"),
+            &CommandContext::default(),
+        )
+        .await
+        .expect("register");
+    service
+        .receive_stock(&sku("I"), Quantity::new(9).expect("qty"), &CommandContext::default())
+        .await
+        .expect("receive");
+    let router = tally_api::command_router(CommandState::new(Arc::new(store.clone()), ApiConfig::default()));
+    let body = r#"{"customer_id":"c","lines":[{"sku":"I","quantity":2,"unit_price_cents":5}]}"#;
+    let first = call(&router, "k-1", body).await;
+    assert_eq!(first.0, 201, "{}", first.1);
+    let second = call(&router, "k-1", body).await;
+    assert_eq!(second, first);
+    let stream = StreamId::parse("inventory-I").expect("stream");
+    let reserved: Vec<_> = store
+        .read_range(&stream, 1, None)
+        .await
+        .expect("read")
+        .into_iter()
+        .filter(|e| e.event_type == "StockReserved")
+        .collect();
+    assert_eq!(reserved.len(), 1, "one set of events");
+    let other = call(&router, "k-1", &body.replace("\"quantity\":2", "\"quantity\":3")).await;
+    assert_eq!(
+        (other.0, other.1["error"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+}
