@@ -6,7 +6,7 @@ DB    ?= data/tally.db
 VENV  ?= .venv
 PYTHON ?= python3
 
-.PHONY: run test lint fmt bench emulator help
+.PHONY: run test lint fmt bench emulator build help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,6 +21,18 @@ $(VENV)/.installed: infra/emulator/requirements.txt
 	touch $@
 
 emulator: $(VENV)/.installed ## install the pinned AWS emulator into .venv
+
+$(VENV)/.build-tools: infra/build-requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/build-requirements.txt
+	rustup target add aarch64-unknown-linux-gnu
+	touch $@
+
+LAMBDAS := $(notdir $(wildcard functions/*))
+
+build: $(VENV)/.build-tools ## cross-compile every Lambda for arm64 (cargo-lambda + zig) and print the binary sizes
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -j$(JOBS) $(addprefix -p ,$(LAMBDAS))
+	@ls -l $(foreach f,$(LAMBDAS),target/lambda/$(f)/bootstrap) | awk '{printf "%-40s %6.1f MiB\n", $$9, $$5/1048576}'
 
 test: $(VENV)/.installed ## run every test: domain specs, store contract suites (SQLite, DynamoDB on the emulator), API scenarios
 	$(CARGO) test -j$(JOBS) --workspace
