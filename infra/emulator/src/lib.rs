@@ -21,14 +21,18 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
     StreamViewType,
 };
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::orchestrator::Metadata as OperationMetadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use tally_store_dynamodb::DynamoConfig;
+use tally_core::{Decider, Metadata, NewEvent, Snapshot, StreamId, seal};
+use tally_domain::{Inventory, InventoryEvent, InventoryState, ProductName, Quantity, Sku};
+use tally_store_dynamodb::items::EventItem;
 use tally_store_dynamodb::schema::{EVENTS_PK, EVENTS_SK, IDEMPOTENCY_PK, READ_PK};
+use tally_store_dynamodb::{DynamoConfig, DynamoStore};
 
 struct Emulator {
     endpoint: String,
@@ -139,7 +143,10 @@ impl Intercept for RequestCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let operation = cfg.load::<Metadata>().map_or("unknown", |m| m.name()).to_owned();
+        let operation = cfg
+            .load::<OperationMetadata>()
+            .map_or("unknown", |m| m.name())
+            .to_owned();
         if let Ok(mut counts) = self.counts.lock() {
             *counts.entry(operation).or_default() += 1;
         }
@@ -217,4 +224,61 @@ pub async fn create_tables(client: &Client, snapshot_interval: Option<u64>) -> D
             .unwrap_or_else(|e| panic!("create table {table}: {e}"));
     }
     config
+}
+
+/// Seeds `inventory-<sku>` with a registration and `events - 1` receipts,
+/// a snapshot every `snapshot_every` events and on the last, written with unconditional BatchWriteItem
+/// (25 items a request): the emulator copies every table on each
+/// transaction, which makes seeding 20,000 events by transaction quadratic.
+pub async fn seed_inventory_stream(store: &DynamoStore, sku_id: &str, events: u64, snapshot_every: u64) {
+    let stream = StreamId::of("inventory", sku_id).expect("stream");
+    let domain_events: Vec<InventoryEvent> = (0..events)
+        .map(|v| match v {
+            0 => InventoryEvent::SkuRegistered {
+                sku: Sku::parse(sku_id).expect("sku"),
+                name: ProductName::parse("Seeded").expect("name"),
+            },
+            _ => InventoryEvent::StockReceived {
+                quantity: Quantity::new(1).expect("qty"),
+            },
+        })
+        .collect();
+    let new_events: Vec<NewEvent> = domain_events
+        .iter()
+        .map(|e| tally_core::encode_event::<Inventory>(e).expect("encode"))
+        .collect();
+    let sealed = seal(&stream, 0, None, new_events, &Metadata::default(), 1);
+    let mut state = InventoryState::default();
+    let mut items = Vec::with_capacity(sealed.len());
+    for (envelope, event) in sealed.iter().zip(&domain_events) {
+        state = Inventory::evolve(state, event);
+        let snapshot =
+            (envelope.version % snapshot_every.max(1) == 0 || envelope.version == events).then(|| Snapshot {
+                version: envelope.version,
+                schema: Inventory::STATE_SCHEMA,
+                state: serde_json::to_value(&state).expect("state"),
+            });
+        items.push(EventItem::from_envelope(envelope, snapshot.as_ref()).expect("item"));
+    }
+    for chunk in items.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item.clone())).build().expect("put"))
+                    .build()
+            })
+            .collect();
+        let out = store
+            .client()
+            .batch_write_item()
+            .request_items(&store.config().events_table, writes)
+            .send()
+            .await
+            .expect("seed batch");
+        assert!(
+            out.unprocessed_items.unwrap_or_default().is_empty(),
+            "the emulator does not throttle"
+        );
+    }
 }

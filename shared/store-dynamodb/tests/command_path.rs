@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
@@ -12,15 +12,11 @@ use serde_json::{Value, json};
 use tally_api::service::{CommandContext, ServiceConfig};
 use tally_api::{ApiConfig, CommandService, CommandState};
 use tally_core::{
-    AppendBatch, CommandError, Decider, EventStore, Metadata, NewEvent, Snapshot, SnapshotPolicy, StoreError,
-    StreamAppend, StreamId, seal,
+    AppendBatch, CommandError, EventStore, Metadata, NewEvent, SnapshotPolicy, StoreError, StreamAppend, StreamId, seal,
 };
-use tally_domain::{
-    CustomerId, DomainError, Inventory, InventoryEvent, InventoryState, OrderId, OrderLine, ProductName, Quantity, Sku,
-};
+use tally_domain::{CustomerId, DomainError, OrderId, OrderLine, ProductName, Quantity, Sku};
 use tally_emulator::RequestCounter;
 use tally_store_dynamodb::DynamoStore;
-use tally_store_dynamodb::items::EventItem;
 use tower::ServiceExt;
 
 async fn store(snapshot_interval: Option<u64>, counter: Option<RequestCounter>) -> DynamoStore {
@@ -31,62 +27,6 @@ async fn store(snapshot_interval: Option<u64>, counter: Option<RequestCounter>) 
 
 fn sku(raw: &str) -> Sku {
     Sku::parse(raw).expect("sku")
-}
-
-/// Seeds `inventory-<sku>` with a registration and `events - 1` receipts,
-/// a snapshot every 100 events, written with unconditional BatchWriteItem
-/// (25 items a request): the emulator copies every table on each
-/// transaction, which makes seeding 20,000 events by transaction quadratic.
-async fn seed_inventory(store: &DynamoStore, sku_id: &str, events: u64) {
-    let stream = StreamId::of("inventory", sku_id).expect("stream");
-    let domain_events: Vec<InventoryEvent> = (0..events)
-        .map(|v| match v {
-            0 => InventoryEvent::SkuRegistered {
-                sku: sku(sku_id),
-                name: ProductName::parse("Seeded").expect("name"),
-            },
-            _ => InventoryEvent::StockReceived {
-                quantity: Quantity::new(1).expect("qty"),
-            },
-        })
-        .collect();
-    let new_events: Vec<NewEvent> = domain_events
-        .iter()
-        .map(|e| tally_core::encode_event::<Inventory>(e).expect("encode"))
-        .collect();
-    let sealed = seal(&stream, 0, None, new_events, &Metadata::default(), 1);
-    let mut state = InventoryState::default();
-    let mut items = Vec::with_capacity(sealed.len());
-    for (envelope, event) in sealed.iter().zip(&domain_events) {
-        state = Inventory::evolve(state, event);
-        let snapshot = (envelope.version % 100 == 0 || envelope.version == events).then(|| Snapshot {
-            version: envelope.version,
-            schema: Inventory::STATE_SCHEMA,
-            state: serde_json::to_value(&state).expect("state"),
-        });
-        items.push(EventItem::from_envelope(envelope, snapshot.as_ref()).expect("item"));
-    }
-    for chunk in items.chunks(25) {
-        let writes = chunk
-            .iter()
-            .map(|item| {
-                WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item.clone())).build().expect("put"))
-                    .build()
-            })
-            .collect();
-        let out = store
-            .client()
-            .batch_write_item()
-            .request_items(&store.config().events_table, writes)
-            .send()
-            .await
-            .expect("seed batch");
-        assert!(
-            out.unprocessed_items.unwrap_or_default().is_empty(),
-            "the emulator does not throttle"
-        );
-    }
 }
 
 const READS: [&str; 3] = ["Query", "GetItem", "BatchGetItem"];
@@ -100,7 +40,7 @@ async fn a_command_costs_one_read_and_one_write_whatever_the_stream_length() {
         let counter = RequestCounter::default();
         let store = store(Some(interval), Some(counter.clone())).await;
         let sku_id = format!("LEN-{length}");
-        seed_inventory(&store, &sku_id, length).await;
+        tally_emulator::seed_inventory_stream(&store, &sku_id, length, 100).await;
         let config = ServiceConfig {
             snapshots: SnapshotPolicy::every(interval),
             ..ServiceConfig::default()
