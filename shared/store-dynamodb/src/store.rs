@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
 use tally_core::{
     AppendBatch, AppendOutcome, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
     StreamId,
@@ -62,6 +62,10 @@ impl DynamoConfig {
 pub struct DynamoStore {
     client: Client,
     config: DynamoConfig,
+}
+
+fn put_item(put: Put) -> TransactWriteItem {
+    TransactWriteItem::builder().put(put).build()
 }
 
 fn number(value: impl ToString) -> AttributeValue {
@@ -141,14 +145,34 @@ impl DynamoStore {
             .collect()
     }
 
-    /// Every item of a batch as a conditional `Put`, with what it stands for.
-    fn transact_items(&self, batch: &AppendBatch) -> Result<Vec<(Put, TransactItem)>, StoreError> {
+    /// Every item of a batch as a conditional write, with what it stands for.
+    fn transact_items(&self, batch: &AppendBatch) -> Result<Vec<(TransactWriteItem, TransactItem)>, StoreError> {
         let built = |put: Result<Put, _>| {
             put.map_err(|e: aws_sdk_dynamodb::error::BuildError| StoreError::InvalidAppend(e.to_string()))
         };
         let mut puts = Vec::new();
         for append in &batch.streams {
             let (stream, expected) = (append.stream_id.clone(), append.expected_version);
+            if expected > 0 {
+                // A put only sees its own item, so "version expected+1 is
+                // free" alone would accept an expected version beyond the
+                // head and leave a gap. The head itself must exist.
+                let check = ConditionCheck::builder()
+                    .table_name(&self.config.events_table)
+                    .key(EVENTS_PK, AttributeValue::S(stream.to_string()))
+                    .key(EVENTS_SK, number(expected))
+                    .condition_expression("attribute_exists(#sk)")
+                    .expression_attribute_names("#sk", EVENTS_SK)
+                    .build()
+                    .map_err(|e| StoreError::InvalidAppend(e.to_string()))?;
+                puts.push((
+                    TransactWriteItem::builder().condition_check(check).build(),
+                    TransactItem::Event {
+                        stream: stream.clone(),
+                        expected,
+                    },
+                ));
+            }
             for event in &append.events {
                 let snapshot = append.snapshot.as_ref().filter(|s| s.version == event.version);
                 // The version is the sort key: the put fails if any writer
@@ -160,7 +184,7 @@ impl DynamoStore {
                     .expression_attribute_names("#sk", EVENTS_SK)
                     .build();
                 puts.push((
-                    built(put)?,
+                    put_item(built(put)?),
                     TransactItem::Event {
                         stream: stream.clone(),
                         expected,
@@ -183,7 +207,7 @@ impl DynamoStore {
                     .expression_attribute_names("#v", READ_VERSION)
                     .expression_attribute_values(":v", number(view.version))
                     .build();
-                puts.push((built(put)?, TransactItem::View { stream, expected }));
+                puts.push((put_item(built(put)?), TransactItem::View { stream, expected }));
             }
         }
         if let Some(record) = &batch.idempotency {
@@ -198,7 +222,7 @@ impl DynamoStore {
                 .expression_attribute_values(":now", number(now_ms().div_euclid(1000)))
                 .build();
             puts.push((
-                built(put)?,
+                put_item(built(put)?),
                 TransactItem::Idempotency {
                     key: record.key.clone(),
                 },
@@ -207,7 +231,7 @@ impl DynamoStore {
         Ok(puts)
     }
 
-    /// One item: a plain conditional `PutItem`, one write request.
+    /// One item: a plain conditional `PutItem` (cheaper than a transaction).
     async fn put_one(&self, put: Put, meaning: &TransactItem) -> Result<(), StoreError> {
         let result = self
             .client
@@ -230,12 +254,8 @@ impl DynamoStore {
 
     /// Several items: one `TransactWriteItems`; all conditions hold and all
     /// is written, or nothing is.
-    async fn put_all(&self, puts: Vec<(Put, TransactItem)>) -> Result<(), StoreError> {
-        let (puts, meanings): (Vec<Put>, Vec<TransactItem>) = puts.into_iter().unzip();
-        let items = puts
-            .into_iter()
-            .map(|put| TransactWriteItem::builder().put(put).build())
-            .collect();
+    async fn put_all(&self, puts: Vec<(TransactWriteItem, TransactItem)>) -> Result<(), StoreError> {
+        let (items, meanings): (Vec<TransactWriteItem>, Vec<TransactItem>) = puts.into_iter().unzip();
         let result = self
             .client
             .transact_write_items()
@@ -317,9 +337,10 @@ impl EventStore for DynamoStore {
                 puts.len()
             )));
         }
-        if puts.len() == 1 {
-            let (put, meaning) = puts.remove(0);
-            self.put_one(put, &meaning).await?;
+        if puts.len() == 1
+            && let Some(put) = puts[0].0.put.take()
+        {
+            self.put_one(put, &puts[0].1).await?;
         } else {
             self.put_all(puts).await?;
         }

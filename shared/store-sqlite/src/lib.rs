@@ -40,17 +40,21 @@ struct Inner {
     committed: watch::Sender<u64>,
 }
 
+/// Whether SQLite says "busy, try later" (another writer holds the lock).
+pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// Maps a SQLite error to the store's error: a busy database is retryable.
 pub(crate) fn sql_error(error: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(code, _) = &error
-        && matches!(
-            code.code,
-            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-        )
-    {
-        return StoreError::Unavailable(Box::new(error));
+    if is_busy(&error) {
+        StoreError::Unavailable(Box::new(error))
+    } else {
+        StoreError::Backend(Box::new(error))
     }
-    StoreError::Backend(Box::new(error))
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error> {

@@ -5,19 +5,36 @@
 //! `BEGIN IMMEDIATE … COMMIT`, and only then answers the callers. One fsync
 //! serves the whole group, and no caller hears "ok" before its write is durable.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
 use tally_core::StoreError;
 use tokio::sync::{oneshot, watch};
 
-use crate::sql_error;
+use crate::is_busy;
+
+/// A SQLite failure that sank a whole group (its BEGIN, SAVEPOINT or
+/// COMMIT): every job of the group is answered with it, the source kept.
+#[derive(Debug, thiserror::Error)]
+#[error("group commit failed: {0}")]
+struct GroupError(Arc<rusqlite::Error>);
+
+impl GroupError {
+    fn to_store_error(&self) -> StoreError {
+        let error = Box::new(GroupError(Arc::clone(&self.0)));
+        if is_busy(&self.0) {
+            StoreError::Unavailable(error)
+        } else {
+            StoreError::Backend(error)
+        }
+    }
+}
 
 /// Most jobs committed in one transaction.
 const GROUP_MAX: usize = 512;
 
 /// Answers a job's caller, given the group's commit error if the commit failed.
-type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Answer = Box<dyn FnOnce(Option<&GroupError>) + Send>;
 
 /// What a job asks for once its savepoint ran: keep or undo its changes, and
 /// how to answer its caller once the group's commit is known.
@@ -27,7 +44,7 @@ struct JobOutcome {
 }
 
 /// A queued write: runs on the writer's connection, or is told why it cannot.
-type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> JobOutcome + Send>;
+type Job = Box<dyn FnOnce(Result<&Connection, &GroupError>) -> JobOutcome + Send>;
 
 /// Handle to the writer thread.
 pub(crate) struct Writer {
@@ -54,13 +71,13 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let result = match conn {
                 Ok(conn) => write(conn),
-                Err(e) => Err(StoreError::Backend(e.to_string().into())),
+                Err(e) => Err(e.to_store_error()),
             };
             JobOutcome {
                 keep: result.is_ok(),
                 answer: Box::new(move |commit_error| {
                     let result = match (result, commit_error) {
-                        (Ok(_), Some(e)) => Err(StoreError::Backend(e.to_string().into())),
+                        (Ok(_), Some(e)) => Err(e.to_store_error()),
                         (result, _) => result,
                     };
                     let _ = reply.send(result);
@@ -95,7 +112,7 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, committed: watch::Sender<u6
 /// Runs one group in one transaction, then answers every job.
 fn commit_group(conn: &Connection, group: Vec<Job>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let error = sql_error(e);
+        let error = GroupError(Arc::new(e));
         for job in group {
             (job(Err(&error)).answer)(None);
         }
@@ -104,7 +121,7 @@ fn commit_group(conn: &Connection, group: Vec<Job>) {
     let mut answers = Vec::with_capacity(group.len());
     for job in group {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            (job(Err(&sql_error(e))).answer)(None);
+            (job(Err(&GroupError(Arc::new(e)))).answer)(None);
             continue;
         }
         let outcome = job(Ok(conn));
@@ -114,7 +131,7 @@ fn commit_group(conn: &Connection, group: Vec<Job>) {
         let _ = conn.execute_batch("RELEASE job");
         answers.push(outcome.answer);
     }
-    let commit_error = conn.execute_batch("COMMIT").err().map(sql_error);
+    let commit_error = conn.execute_batch("COMMIT").err().map(|e| GroupError(Arc::new(e)));
     if commit_error.is_some() {
         let _ = conn.execute_batch("ROLLBACK");
     }
