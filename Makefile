@@ -44,6 +44,7 @@ lint: ## formatting and clippy, as CI checks them
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: ## print the benchmark figures (see docs/performance.md)
+bench: $(VENV)/.installed ## print the benchmark figures (see docs/performance.md)
 	$(CARGO) run -j$(JOBS) --profile bench -p tally-bench --bin tally-bench
+	$(CARGO) run -j$(JOBS) --profile bench -p tally-emulator --bin bench-command-path
 	bash scripts/bench-load.sh

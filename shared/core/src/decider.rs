@@ -57,8 +57,10 @@ pub fn encode_event<D: Decider>(event: &D::Event) -> Result<NewEvent, serde_json
 /// Upcasts a stored payload to the current schema and deserialises it.
 pub fn decode_event<D: Decider>(event_type: &str, schema: u32, data: &Value) -> Result<D::Event, UpcastError> {
     let data = D::upcasters().upcast(event_type, schema, data.clone())?;
-    let tagged = serde_json::json!({ "type": event_type, "data": data });
-    serde_json::from_value(tagged).map_err(|source| UpcastError::Decode {
+    let mut tagged = serde_json::Map::with_capacity(2);
+    tagged.insert("type".to_owned(), Value::String(event_type.to_owned()));
+    tagged.insert("data".to_owned(), data);
+    serde_json::from_value(Value::Object(tagged)).map_err(|source| UpcastError::Decode {
         event_type: event_type.to_owned(),
         schema,
         source,

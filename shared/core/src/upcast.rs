@@ -41,7 +41,9 @@ pub enum UpcastError {
 /// The chain of upcasting steps for a set of event types.
 #[derive(Default)]
 pub struct Upcasters {
-    steps: HashMap<(String, u32), UpcastStep>,
+    // Keyed by type first so a lookup borrows the type name: decoding is on
+    // every replay's hot path and must not allocate for it.
+    steps: HashMap<String, HashMap<u32, UpcastStep>>,
 }
 
 impl Upcasters {
@@ -52,14 +54,20 @@ impl Upcasters {
 
     /// Registers the step from `from_schema` to `from_schema + 1` for `event_type`.
     pub fn step(mut self, event_type: &str, from_schema: u32, step: UpcastStep) -> Self {
-        self.steps.insert((event_type.to_owned(), from_schema), step);
+        self.steps
+            .entry(event_type.to_owned())
+            .or_default()
+            .insert(from_schema, step);
         self
     }
 
     /// Applies every registered step from `schema` on, in order.
     pub fn upcast(&self, event_type: &str, schema: u32, mut data: Value) -> Result<Value, UpcastError> {
+        let Some(steps) = self.steps.get(event_type) else {
+            return Ok(data);
+        };
         let mut schema = schema;
-        while let Some(step) = self.steps.get(&(event_type.to_owned(), schema)) {
+        while let Some(step) = steps.get(&schema) {
             data = step(data).map_err(|reason| UpcastError::Step {
                 event_type: event_type.to_owned(),
                 schema,
