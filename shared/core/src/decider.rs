@@ -5,8 +5,9 @@
 //! do I/O, read a clock or draw randomness: time and ids come in through the
 //! command. Everything async lives in the stores and the command loop.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::value::BorrowedStrDeserializer;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::envelope::NewEvent;
@@ -56,15 +57,60 @@ pub fn encode_event<D: Decider>(event: &D::Event) -> Result<NewEvent, serde_json
 
 /// Upcasts a stored payload to the current schema and deserialises it.
 pub fn decode_event<D: Decider>(event_type: &str, schema: u32, data: &Value) -> Result<D::Event, UpcastError> {
-    let data = D::upcasters().upcast(event_type, schema, data.clone())?;
-    let mut tagged = serde_json::Map::with_capacity(2);
-    tagged.insert("type".to_owned(), Value::String(event_type.to_owned()));
-    tagged.insert("data".to_owned(), data);
-    serde_json::from_value(Value::Object(tagged)).map_err(|source| UpcastError::Decode {
+    let data = D::upcasters().upcast(event_type, schema, data)?;
+    let tagged = Tagged {
+        event_type,
+        data: &data,
+        fields_read: 0,
+    };
+    D::Event::deserialize(tagged).map_err(|source| UpcastError::Decode {
         event_type: event_type.to_owned(),
         schema,
         source,
     })
+}
+
+/// Presents a stored (type, data) pair to serde as the adjacently tagged map
+/// `{"type": …, "data": …}` the event enums derive, without building that
+/// map or copying the payload: decoding is every replay's hot path.
+struct Tagged<'a> {
+    event_type: &'a str,
+    data: &'a Value,
+    fields_read: u8,
+}
+
+impl<'de> Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_map(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de> MapAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
+        let key = match self.fields_read {
+            0 => "type",
+            1 => "data",
+            _ => return Ok(None),
+        };
+        seed.deserialize(BorrowedStrDeserializer::new(key)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+        self.fields_read += 1;
+        match self.fields_read {
+            1 => seed.deserialize(BorrowedStrDeserializer::new(self.event_type)),
+            _ => seed.deserialize(self.data),
+        }
+    }
 }
 
 fn split_tagged(tagged: Value) -> Result<(String, Value), serde_json::Error> {

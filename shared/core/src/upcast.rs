@@ -5,6 +5,7 @@
 //! reader upcasts on the way in. A step is a pure function of the JSON payload
 //! registered for one (event type, schema) pair.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -61,18 +62,20 @@ impl Upcasters {
         self
     }
 
-    /// Applies every registered step from `schema` on, in order.
-    pub fn upcast(&self, event_type: &str, schema: u32, mut data: Value) -> Result<Value, UpcastError> {
+    /// Applies every registered step from `schema` on, in order. A payload
+    /// already current is returned borrowed: replay must not copy it.
+    pub fn upcast<'a>(&self, event_type: &str, schema: u32, data: &'a Value) -> Result<Cow<'a, Value>, UpcastError> {
+        let mut data = Cow::Borrowed(data);
         let Some(steps) = self.steps.get(event_type) else {
             return Ok(data);
         };
         let mut schema = schema;
         while let Some(step) = steps.get(&schema) {
-            data = step(data).map_err(|reason| UpcastError::Step {
+            data = Cow::Owned(step(data.into_owned()).map_err(|reason| UpcastError::Step {
                 event_type: event_type.to_owned(),
                 schema,
                 reason,
-            })?;
+            })?);
             schema += 1;
         }
         Ok(data)
@@ -97,11 +100,12 @@ mod tests {
     #[test]
     fn steps_apply_in_order_from_the_stored_schema() {
         let chain = Upcasters::new().step("E", 1, add_b).step("E", 2, add_c);
-        let from_1 = chain.upcast("E", 1, json!({"a": 1})).expect("upcast");
-        assert_eq!(from_1, json!({"a": 1, "b": 2, "c": 3}));
-        let from_2 = chain.upcast("E", 2, json!({"a": 1})).expect("upcast");
-        assert_eq!(from_2, json!({"a": 1, "c": 3}));
-        let other = chain.upcast("F", 1, json!({"a": 1})).expect("upcast");
-        assert_eq!(other, json!({"a": 1}));
+        let stored = json!({"a": 1});
+        let from_1 = chain.upcast("E", 1, &stored).expect("upcast");
+        assert_eq!(*from_1, json!({"a": 1, "b": 2, "c": 3}));
+        let from_2 = chain.upcast("E", 2, &stored).expect("upcast");
+        assert_eq!(*from_2, json!({"a": 1, "c": 3}));
+        let other = chain.upcast("F", 1, &stored).expect("upcast");
+        assert!(matches!(other, Cow::Borrowed(_)), "a current payload is not copied");
     }
 }
