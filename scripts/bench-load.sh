@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10s}"
-CONNECTIONS="${CONNECTIONS:-64}"
-THREADS="${THREADS:-2}"
+CONNECTIONS="${CONNECTIONS:-32}"
+THREADS="${THREADS:-1}"    # wrk shares the 2 cores with the server: one thread for the load
 SKUS="${SKUS:-64}"      # fewer SKUs = hotter streams = more version conflicts
 
 if ! command -v wrk >/dev/null; then
