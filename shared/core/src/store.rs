@@ -177,6 +177,21 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl StoreError {
+    /// A stored item of `stream` at `version` that cannot be read back. A
+    /// stored stream id that does not even parse is a backend failure.
+    pub fn corrupt(stream: &str, version: u64, reason: impl ToString) -> Self {
+        match StreamId::parse(stream) {
+            Ok(stream) => Self::Corrupt {
+                stream,
+                version,
+                reason: reason.to_string(),
+            },
+            Err(e) => Self::Backend(format!("stored stream id {stream:?} is invalid: {e}").into()),
+        }
+    }
+}
+
 /// The event store port.
 #[async_trait]
 pub trait EventStore: Send + Sync {

@@ -34,17 +34,6 @@ pub struct EventItem {
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
 
-fn corrupt(stream: &str, version: u64, reason: impl ToString) -> StoreError {
-    match StreamId::parse(stream) {
-        Ok(stream) => StoreError::Corrupt {
-            stream,
-            version,
-            reason: reason.to_string(),
-        },
-        Err(e) => StoreError::Backend(format!("stored stream id {stream:?} is invalid: {e}").into()),
-    }
-}
-
 impl EventItem {
     /// The item for `event`, carrying `snapshot` when given.
     pub fn from_envelope(event: &EventEnvelope, snapshot: Option<&Snapshot>) -> Result<Item, StoreError> {
@@ -78,13 +67,16 @@ impl EventItem {
     pub(crate) fn into_envelope(self) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
         let (stream, version) = (self.stream_id.as_str(), self.version);
         let envelope = EventEnvelope {
-            stream_id: StreamId::parse(stream).map_err(|e| corrupt(stream, version, e))?,
+            stream_id: StreamId::parse(stream).map_err(|e| StoreError::corrupt(stream, version, e))?,
             version,
-            event_id: self.event_id.parse().map_err(|e| corrupt(stream, version, e))?,
+            event_id: self
+                .event_id
+                .parse()
+                .map_err(|e| StoreError::corrupt(stream, version, e))?,
             event_type: self.event_type.clone(),
             schema: self.schema,
-            data: serde_json::from_str(&self.data).map_err(|e| corrupt(stream, version, e))?,
-            metadata: serde_json::from_str(&self.meta).map_err(|e| corrupt(stream, version, e))?,
+            data: serde_json::from_str(&self.data).map_err(|e| StoreError::corrupt(stream, version, e))?,
+            metadata: serde_json::from_str(&self.meta).map_err(|e| StoreError::corrupt(stream, version, e))?,
             timestamp_ms: self.ts,
             hash: self.hash.clone(),
         };

@@ -14,33 +14,22 @@ use crate::{SqliteStore, sql_error};
 const EVENT_COLUMNS: &str =
     "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash, snapshot, snapshot_schema";
 
-fn corrupt(stream: &str, version: u64, reason: impl ToString) -> StoreError {
-    match StreamId::parse(stream) {
-        Ok(stream) => StoreError::Corrupt {
-            stream,
-            version,
-            reason: reason.to_string(),
-        },
-        Err(e) => StoreError::Backend(format!("stored stream id {stream:?} is invalid: {e}").into()),
-    }
-}
-
 /// One stored row: the envelope and, when present, its inline snapshot.
 pub(crate) fn event_from_row(row: &Row<'_>) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
     let stream: String = row.get(0).map_err(sql_error)?;
     let version: u64 = row.get(1).map_err(sql_error)?;
     let text = |i: usize| -> Result<String, StoreError> { row.get(i).map_err(sql_error) };
     let json = |i: usize| -> Result<Value, StoreError> {
-        serde_json::from_str(&text(i)?).map_err(|e| corrupt(&stream, version, e))
+        serde_json::from_str(&text(i)?).map_err(|e| StoreError::corrupt(&stream, version, e))
     };
     let envelope = EventEnvelope {
-        stream_id: StreamId::parse(stream.clone()).map_err(|e| corrupt(&stream, version, e))?,
+        stream_id: StreamId::parse(stream.clone()).map_err(|e| StoreError::corrupt(&stream, version, e))?,
         version,
-        event_id: text(2)?.parse().map_err(|e| corrupt(&stream, version, e))?,
+        event_id: text(2)?.parse().map_err(|e| StoreError::corrupt(&stream, version, e))?,
         event_type: text(3)?,
         schema: row.get(4).map_err(sql_error)?,
         data: json(5)?,
-        metadata: serde_json::from_value(json(6)?).map_err(|e| corrupt(&stream, version, e))?,
+        metadata: serde_json::from_value(json(6)?).map_err(|e| StoreError::corrupt(&stream, version, e))?,
         timestamp_ms: row.get(7).map_err(sql_error)?,
         hash: text(8)?,
     };
