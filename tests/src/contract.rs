@@ -199,8 +199,7 @@ impl StoreContract {
                         winners.extend(events);
                     }
                     Err(StoreError::WrongExpectedVersion {
-                        stream: named,
-                        expected,
+                        stream: named, expected, ..
                     }) => {
                         assert_eq!(
                             (named, expected),
@@ -717,6 +716,7 @@ fn assert_wrong_expected_version(outcome: Result<AppendOutcome, StoreError>, str
         Err(StoreError::WrongExpectedVersion {
             stream: named,
             expected: named_expected,
+            ..
         }) => assert_eq!(
             (&named, named_expected),
             (stream, expected),

@@ -9,6 +9,7 @@
 //!
 //! It never talks to AWS or any database itself: adapters bring the I/O.
 
+pub mod cache;
 pub mod chain;
 pub mod command;
 pub mod decider;
@@ -19,6 +20,7 @@ pub mod snapshot;
 pub mod store;
 pub mod upcast;
 
+pub use cache::WinnerCache;
 pub use chain::{ChainBreak, verify_chain};
 pub use command::{Aggregate, CommandError, Prepared, RetryPolicy, fold_events, load_aggregate, retry_on_conflict};
 pub use decider::{Decider, decode_event, encode_event};

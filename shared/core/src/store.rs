@@ -149,6 +149,10 @@ pub enum StoreError {
         stream: StreamId,
         /// The version the append expected.
         expected: u64,
+        /// The item that won, when the store hands it back with the failure
+        /// (DynamoDB's `ReturnValuesOnConditionCheckFailure`): with its
+        /// snapshot, a retry can decide on it without reading again.
+        winner: Option<Box<LoadedStream>>,
     },
     /// The idempotency key was stored by a concurrent request: read its record.
     #[error("idempotency key {key} already used")]

@@ -4,7 +4,9 @@
 //! The SDK error is kept as the source, never stringified.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use tally_core::{StoreError, StreamId};
+use tally_core::{LoadedStream, StoreError, StreamId};
+
+use crate::items::{EventItem, Item};
 
 /// Error codes DynamoDB uses for "slow down": retry later.
 const THROTTLING_CODES: [&str; 4] = [
@@ -48,13 +50,27 @@ pub(crate) enum TransactItem {
 }
 
 impl TransactItem {
-    pub(crate) fn conflict(&self) -> StoreError {
+    /// The conflict this item's failed condition means; `old` is the item
+    /// DynamoDB handed back (`ReturnValuesOnConditionCheckFailure=ALL_OLD`).
+    pub(crate) fn conflict(&self, old: Option<Item>) -> StoreError {
         match self {
             Self::Event { stream, expected } | Self::View { stream, expected } => StoreError::WrongExpectedVersion {
                 stream: stream.clone(),
                 expected: *expected,
+                winner: old.and_then(winner_of).map(Box::new),
             },
             Self::Idempotency { key } => StoreError::DuplicateIdempotencyKey { key: key.clone() },
         }
     }
+}
+
+/// The winning event item, as a loaded stream a retry can decide on: only
+/// when it carries a snapshot (otherwise the retry must read the history).
+fn winner_of(item: Item) -> Option<LoadedStream> {
+    let (event, snapshot) = EventItem::parse(item).ok()?.into_envelope().ok()?;
+    let snapshot = snapshot?;
+    Some(LoadedStream {
+        snapshot: Some(snapshot),
+        events: vec![event],
+    })
 }

@@ -7,7 +7,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use tally_core::{
     AppendBatch, AppendOutcome, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
     StreamId,
@@ -182,6 +184,9 @@ impl DynamoStore {
                     .set_item(Some(EventItem::from_envelope(event, snapshot)?))
                     .condition_expression("attribute_not_exists(#sk)")
                     .expression_attribute_names("#sk", EVENTS_SK)
+                    // A lost race hands back the winner's item (with its
+                    // snapshot): the retry decides on it without a read.
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                     .build();
                 puts.push((
                     put_item(built(put)?),
@@ -241,13 +246,15 @@ impl DynamoStore {
             .set_condition_expression(put.condition_expression)
             .set_expression_attribute_names(put.expression_attribute_names)
             .set_expression_attribute_values(put.expression_attribute_values)
+            .set_return_values_on_condition_check_failure(put.return_values_on_condition_check_failure)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
-                Err(meaning.conflict())
-            }
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(failed) => Err(meaning.conflict(failed.item)),
+                other => Err(StoreError::Backend(Box::new(other))),
+            },
             Err(e) => Err(sdk_error(e)),
         }
     }
@@ -270,8 +277,8 @@ impl DynamoStore {
                     let culprit = reasons
                         .iter()
                         .position(|r| matches!(r.code(), Some("ConditionalCheckFailed") | Some("TransactionConflict")));
-                    match culprit.and_then(|i| meanings.get(i)) {
-                        Some(meaning) => Err(meaning.conflict()),
+                    match culprit.and_then(|i| Some((meanings.get(i)?, reasons[i].item.clone()))) {
+                        Some((meaning, old)) => Err(meaning.conflict(old)),
                         None => Err(sdk_error(SdkError::ServiceError(e))),
                     }
                 }

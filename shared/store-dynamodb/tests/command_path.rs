@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use tally_api::service::{CommandContext, ServiceConfig};
 use tally_api::{ApiConfig, CommandService, CommandState};
 use tally_core::{
-    AppendBatch, CommandError, EventStore, Metadata, NewEvent, SnapshotPolicy, StoreError, StreamAppend, StreamId, seal,
+    AppendBatch, CommandError, EventStore, Metadata, NewEvent, SnapshotPolicy, StoreError, StreamAppend, StreamId,
+    WinnerCache, seal,
 };
 use tally_domain::{CustomerId, DomainError, OrderId, OrderLine, ProductName, Quantity, Sku};
 use tally_emulator::RequestCounter;
@@ -118,7 +119,8 @@ async fn flash_sale_on_dynamodb_never_oversells() {
     let inventory_table = store.config().view_tables["inventory_levels"].clone();
     let events_table = store.config().events_table.clone();
     let client = store.client().clone();
-    let service = CommandService::new(Arc::new(store), ServiceConfig::default());
+    // As the command Lambda runs it: retries start from the winner a conflict hands back.
+    let service = CommandService::new(Arc::new(WinnerCache::new(store)), ServiceConfig::default());
     let ctx = CommandContext::default();
     service
         .register_sku(&sku("HOT"), ProductName::parse("Hot").expect("name"), &ctx)
@@ -307,4 +309,76 @@ async fn idempotency_keys_on_dynamodb() {
         (other.0, other.1["error"].as_str()),
         (422, Some("idempotency_key_reused"))
     );
+}
+
+/// A lost race costs no re-read: the conditional write hands back the
+/// winner's item (ALL_OLD) with its snapshot, and the retry decides on it —
+/// one write for the conflict, none to read, one write for the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_hands_back_the_winner_and_the_retry_reads_nothing() {
+    let counter = RequestCounter::default();
+    let store = store(Some(1), Some(counter.clone())).await;
+    let other_writer = CommandService::new(Arc::new(store.clone()), ServiceConfig::default());
+    let ctx = CommandContext::default();
+    other_writer
+        .register_sku(&sku("RACE"), ProductName::parse("x").expect("name"), &ctx)
+        .await
+        .expect("register");
+
+    // Our writer loads v1, then the other writer appends v2 behind its back.
+    let ours = WinnerCache::new(store.clone());
+    let stream = StreamId::parse("inventory-RACE").expect("stream");
+    let loaded = ours.load(&stream).await.expect("load");
+    other_writer
+        .receive_stock(&sku("RACE"), Quantity::new(7).expect("qty"), &ctx)
+        .await
+        .expect("receive");
+    let stale = tally_core::seal(
+        &stream,
+        loaded.version(),
+        loaded.head_hash(),
+        vec![NewEvent {
+            event_type: "StockReceived".into(),
+            schema: 1,
+            data: json!({ "quantity": 1 }),
+        }],
+        &Metadata::default(),
+        1,
+    );
+    counter.reset();
+    let lost = ours
+        .append(AppendBatch {
+            streams: vec![StreamAppend {
+                stream_id: stream.clone(),
+                expected_version: 1,
+                events: stale,
+                snapshot: None,
+                view: None,
+            }],
+            idempotency: None,
+        })
+        .await;
+    match lost {
+        Err(StoreError::WrongExpectedVersion {
+            winner: Some(winner), ..
+        }) => {
+            assert_eq!(winner.version(), 2, "the winner's item came back with the failure")
+        }
+        other => panic!("expected a conflict carrying the winner, got {other:?}"),
+    }
+    // The retry, through the real command path: decides on the winner, reads nothing.
+    let service = CommandService::new(Arc::new(ours), ServiceConfig::default());
+    let accepted = service
+        .receive_stock(&sku("RACE"), Quantity::new(1).expect("qty"), &ctx)
+        .await
+        .expect("retry");
+    assert_eq!(accepted.body["version"], 3);
+    let (reads, writes) = (counter.of(&READS), counter.of(&WRITES));
+    println!(
+        "conflict + retry: {reads} read request(s), {writes} write request(s) {:?}",
+        counter.snapshot()
+    );
+    assert_eq!((reads, writes), (0, 2), "one failed write, no re-read, one write");
+    let level = store.load(&stream).await.expect("load");
+    assert_eq!(level.version(), 3);
 }

@@ -75,6 +75,7 @@ fn insert_stream(conn: &Connection, append: &StreamAppend) -> Result<u64, StoreE
         return Err(StoreError::WrongExpectedVersion {
             stream: append.stream_id.clone(),
             expected: append.expected_version,
+            winner: None,
         });
     }
     let mut insert = conn
@@ -103,6 +104,7 @@ fn insert_stream(conn: &Connection, append: &StreamAppend) -> Result<u64, StoreE
                 Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::WrongExpectedVersion {
                     stream: append.stream_id.clone(),
                     expected: append.expected_version,
+                    winner: None,
                 },
                 _ => sql_error(e),
             });
