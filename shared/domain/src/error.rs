@@ -76,8 +76,10 @@ pub enum DomainError {
         /// The maximum.
         max: u64,
     },
-    /// Release or commit of more units than the SKU has reserved.
-    #[error("{sku} holds no reservation of {quantity} for order {order_id}")]
+    /// Release or commit of more units than the SKU has reserved in total
+    /// (reservations are counted per SKU; the order stream records which
+    /// order each belongs to, and settles it atomically with its own event).
+    #[error("{sku} has fewer than {quantity} units reserved, so order {order_id} cannot settle them")]
     NoSuchReservation {
         /// The SKU.
         sku: Sku,
