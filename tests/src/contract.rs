@@ -199,7 +199,9 @@ impl StoreContract {
                         winners.extend(events);
                     }
                     Err(StoreError::WrongExpectedVersion {
-                        stream: named, expected, ..
+                        stream: named,
+                        expected,
+                        ..
                     }) => {
                         assert_eq!(
                             (named, expected),
