@@ -1,10 +1,13 @@
 //! tally-store-dynamodb: the `tally_core::EventStore` on DynamoDB, through the real AWS SDK.
 //!
-//! Table `events`: partition key `stream_id`, sort key `version`. One event
-//! is one `PutItem` conditioned on `attribute_not_exists(version)`; several
-//! events, several streams, an idempotency record or an inline read row are
-//! one `TransactWriteItems` with a condition per item. A failed condition is
-//! a version conflict naming the stream, never a lost write. Loading is one
+//! Table `events`: partition key `stream_id`, sort key `version`. Every event
+//! put is conditioned on `attribute_not_exists(version)`; appending after
+//! version v > 0 also checks that item v exists (a put sees only its own
+//! item, so without it an expected version beyond the head would leave a
+//! gap). A new stream's single event is one `PutItem`; anything more (several
+//! events or streams, the head check, an idempotency record, an inline read
+//! row) is one `TransactWriteItems`. A failed condition is a version conflict
+//! naming the stream, never a lost write, and hands back the winner's item. Loading is one
 //! descending `Query` that stops at the newest snapshot, paging through
 //! `LastEvaluatedKey`, so a command costs about one read whatever the
 //! stream's length.
