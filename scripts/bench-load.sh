@@ -32,7 +32,7 @@ done
 
 cat >"$work/orders.lua" <<LUA
 -- One unique order per request, spread over the SKUs and 100 customers.
--- `thread_id` is a global set per thread by setup(); a local here would shadow it.
+-- thread_id is a global set per thread by setup(); a local here would shadow it.
 local counter = 0
 function setup(thread)
   thread:set("thread_id", counter)

@@ -18,7 +18,7 @@ use tally_domain::{
     Cents, Currency, CustomerId, Inventory, InventoryAction, InventoryCommand, InventoryEvent, InventoryState, Order,
     OrderAction, OrderCommand, OrderEvent, OrderId, OrderLine, ProductName, Quantity, Sku,
 };
-use tally_store_sqlite::{OrderSummarySink, SalesByDaySink, SqliteStore};
+use tally_store_sqlite::{OrderProjectionSink, SqliteStore};
 
 const STREAM_LEN: u64 = 100_000;
 
@@ -277,8 +277,8 @@ async fn projections(dir: &std::path::Path) {
             .expect("seed");
     }
     let sinks: Vec<Arc<dyn ProjectionSink>> = vec![
-        Arc::new(OrderSummarySink::new(store.clone())),
-        Arc::new(SalesByDaySink::new(store.clone())),
+        Arc::new(OrderProjectionSink::order_summary(store.clone())),
+        Arc::new(OrderProjectionSink::sales_by_day(store.clone())),
     ];
     let total: u64 = sample.iter().map(|s| s.len() as u64).sum::<u64>() * sinks.len() as u64;
     let start = Instant::now();

@@ -35,7 +35,7 @@ use tally_domain::views::{OrderSummary, ReadModels, SalesDay};
 use tally_domain::{
     Cents, Currency, CustomerId, Order, OrderAction, OrderCommand, OrderId, OrderLine, OrderState, Quantity, Sku,
 };
-use tally_store_sqlite::{OrderSummarySink, SalesByDaySink, SqliteStore};
+use tally_store_sqlite::{OrderProjectionSink, SqliteStore};
 
 /// Generated scenarios; the whole file stays well under 20 s in debug.
 const CASES: u32 = 64;
@@ -223,8 +223,8 @@ impl Projections {
         Self {
             store: store.clone(),
             sinks: [
-                Box::new(OrderSummarySink::new(store.clone())),
-                Box::new(SalesByDaySink::new(store.clone())),
+                Box::new(OrderProjectionSink::order_summary(store.clone())),
+                Box::new(OrderProjectionSink::sales_by_day(store.clone())),
             ],
         }
     }

@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 use tally_core::StoreError;
 use tokio::sync::watch;
 
-pub use projections::{OrderSummarySink, SalesByDaySink, projection_sink};
+pub use projections::{OrderProjectionSink, projection_sink};
 pub use tail::{TAIL_BATCH, Tailer};
 use writer::Writer;
 

@@ -77,22 +77,93 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
-/// `order_summary`: one row per order, indexed by customer.
-pub struct OrderSummarySink {
+/// How one projection changes its tables for one order event, inside the
+/// savepoint that also advances its checkpoint.
+type OrderChange = fn(&Connection, &EventEnvelope, &OrderEvent) -> Result<(), StoreError>;
+
+/// An eventual projection of the order streams into SQLite tables:
+/// `order_summary` (one row per order, indexed by customer) or
+/// `sales_by_day` (a commutative daily aggregate of order deltas).
+pub struct OrderProjectionSink {
     store: SqliteStore,
+    name: &'static str,
+    change: OrderChange,
 }
 
-impl OrderSummarySink {
-    /// The sink over `store`'s database.
-    pub fn new(store: SqliteStore) -> Self {
-        Self { store }
+impl OrderProjectionSink {
+    /// `order_summary` over `store`'s database.
+    pub fn order_summary(store: SqliteStore) -> Self {
+        Self {
+            store,
+            name: views::ORDER_SUMMARY,
+            change: write_order_summary,
+        }
+    }
+
+    /// `sales_by_day` over `store`'s database.
+    pub fn sales_by_day(store: SqliteStore) -> Self {
+        Self {
+            store,
+            name: views::SALES_BY_DAY,
+            change: add_sales_delta,
+        }
     }
 }
 
+fn write_order_summary(conn: &Connection, event: &EventEnvelope, order_event: &OrderEvent) -> Result<(), StoreError> {
+    let order_id = event.stream_id.entity_id();
+    let current: Option<String> = conn
+        .prepare_cached("SELECT row FROM order_summary WHERE order_id = ?1")
+        .and_then(|mut s| s.query_row([order_id], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    let current: Option<OrderSummary> = parse_row(current)?;
+    let Some(row) = views::apply_order_summary(current, order_event, event.version, event.timestamp_ms) else {
+        return Ok(());
+    };
+    let text = serde_json::to_string(&row).map_err(backend)?;
+    conn.prepare_cached(
+        "INSERT INTO order_summary (order_id, customer_id, placed_at_ms, version, row) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id,
+             placed_at_ms = excluded.placed_at_ms, version = excluded.version, row = excluded.row",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            order_id,
+            row.customer_id.as_str(),
+            row.placed_at_ms,
+            row.version,
+            text
+        ])
+    })
+    .map(drop)
+    .map_err(sql_error)
+}
+
+fn add_sales_delta(conn: &Connection, event: &EventEnvelope, order_event: &OrderEvent) -> Result<(), StoreError> {
+    let Some(delta) = views::sales_delta(order_event, event.timestamp_ms) else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "INSERT INTO sales_by_day (day, orders, units, revenue_cents) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (day) DO UPDATE SET orders = orders + excluded.orders,
+             units = units + excluded.units, revenue_cents = revenue_cents + excluded.revenue_cents",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            delta.day.format("%Y-%m-%d").to_string(),
+            delta.orders,
+            delta.units,
+            delta.revenue_cents
+        ])
+    })
+    .map(drop)
+    .map_err(sql_error)
+}
+
 #[async_trait]
-impl ProjectionSink for OrderSummarySink {
+impl ProjectionSink for OrderProjectionSink {
     fn name(&self) -> &str {
-        views::ORDER_SUMMARY
+        self.name
     }
 
     fn follows(&self, stream: &StreamId) -> bool {
@@ -100,98 +171,15 @@ impl ProjectionSink for OrderSummarySink {
     }
 
     async fn checkpoint(&self, stream: &StreamId) -> Result<u64, ProjectionError> {
-        let stream = stream.clone();
-        Ok(self
-            .store
-            .read(move |conn| checkpoint_in(conn, views::ORDER_SUMMARY, &stream))
-            .await?)
+        let (stream, name) = (stream.clone(), self.name);
+        Ok(self.store.read(move |conn| checkpoint_in(conn, name, &stream)).await?)
     }
 
     async fn apply(&self, event: &EventEnvelope) -> Result<ApplyOutcome, ProjectionError> {
         let order_event = decode_order_event(event)?;
-        apply_checkpointed(&self.store, views::ORDER_SUMMARY, event, move |conn, event| {
-            let order_id = event.stream_id.entity_id().to_owned();
-            let current: Option<String> = conn
-                .prepare_cached("SELECT row FROM order_summary WHERE order_id = ?1")
-                .and_then(|mut s| s.query_row([&order_id], |r| r.get(0)).optional())
-                .map_err(sql_error)?;
-            let current: Option<OrderSummary> = current
-                .map(|text| serde_json::from_str(&text))
-                .transpose()
-                .map_err(backend)?;
-            let Some(row) = views::apply_order_summary(current, &order_event, event.version, event.timestamp_ms) else {
-                return Ok(());
-            };
-            conn.prepare_cached(
-                "INSERT INTO order_summary (order_id, customer_id, placed_at_ms, version, row) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id,
-                     placed_at_ms = excluded.placed_at_ms, version = excluded.version, row = excluded.row",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    order_id,
-                    row.customer_id.as_str(),
-                    row.placed_at_ms,
-                    row.version,
-                    serde_json::to_string(&row).unwrap_or_default()
-                ])
-            })
-            .map(drop)
-            .map_err(sql_error)
-        })
-        .await
-    }
-}
-
-/// `sales_by_day`: a commutative daily aggregate of order deltas.
-pub struct SalesByDaySink {
-    store: SqliteStore,
-}
-
-impl SalesByDaySink {
-    /// The sink over `store`'s database.
-    pub fn new(store: SqliteStore) -> Self {
-        Self { store }
-    }
-}
-
-#[async_trait]
-impl ProjectionSink for SalesByDaySink {
-    fn name(&self) -> &str {
-        views::SALES_BY_DAY
-    }
-
-    fn follows(&self, stream: &StreamId) -> bool {
-        stream.category() == Order::CATEGORY
-    }
-
-    async fn checkpoint(&self, stream: &StreamId) -> Result<u64, ProjectionError> {
-        let stream = stream.clone();
-        Ok(self
-            .store
-            .read(move |conn| checkpoint_in(conn, views::SALES_BY_DAY, &stream))
-            .await?)
-    }
-
-    async fn apply(&self, event: &EventEnvelope) -> Result<ApplyOutcome, ProjectionError> {
-        let delta = views::sales_delta(&decode_order_event(event)?, event.timestamp_ms);
-        apply_checkpointed(&self.store, views::SALES_BY_DAY, event, move |conn, _| {
-            let Some(delta) = delta else { return Ok(()) };
-            conn.prepare_cached(
-                "INSERT INTO sales_by_day (day, orders, units, revenue_cents) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (day) DO UPDATE SET orders = orders + excluded.orders,
-                     units = units + excluded.units, revenue_cents = revenue_cents + excluded.revenue_cents",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    delta.day.format("%Y-%m-%d").to_string(),
-                    delta.orders,
-                    delta.units,
-                    delta.revenue_cents
-                ])
-            })
-            .map(drop)
-            .map_err(sql_error)
+        let change = self.change;
+        apply_checkpointed(&self.store, self.name, event, move |conn, event| {
+            change(conn, event, &order_event)
         })
         .await
     }
@@ -200,8 +188,8 @@ impl ProjectionSink for SalesByDaySink {
 /// The sink of the eventual projection `name` over `store`, if it exists.
 pub fn projection_sink(name: &str, store: &SqliteStore) -> Option<Arc<dyn ProjectionSink>> {
     match name {
-        views::ORDER_SUMMARY => Some(Arc::new(OrderSummarySink::new(store.clone()))),
-        views::SALES_BY_DAY => Some(Arc::new(SalesByDaySink::new(store.clone()))),
+        views::ORDER_SUMMARY => Some(Arc::new(OrderProjectionSink::order_summary(store.clone()))),
+        views::SALES_BY_DAY => Some(Arc::new(OrderProjectionSink::sales_by_day(store.clone()))),
         _ => None,
     }
 }
