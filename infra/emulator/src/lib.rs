@@ -34,6 +34,9 @@ use tally_store_dynamodb::items::EventItem;
 use tally_store_dynamodb::schema::{EVENTS_PK, EVENTS_SK, IDEMPOTENCY_PK, READ_PK};
 use tally_store_dynamodb::{DynamoConfig, DynamoStore};
 
+pub mod deploy;
+pub mod driver;
+
 struct Emulator {
     endpoint: String,
     _server: Option<Child>,
@@ -45,11 +48,16 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The project venv's Python, where `make test` installs the pinned emulator.
+fn python() -> PathBuf {
+    std::env::var_os("TALLY_EMULATOR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"))
+}
+
 fn start_moto() -> Emulator {
     let root = workspace_root();
-    let python = std::env::var_os("TALLY_EMULATOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    let python = python();
     assert!(
         python.exists(),
         "the AWS emulator is not installed: {} is missing. Run `make test` (it installs the pinned moto \

@@ -64,7 +64,7 @@ impl EventItem {
 
     /// The envelope and, if present, the inline snapshot. A snapshot that does
     /// not parse is returned as `Null` state: the loader treats it as a miss.
-    pub(crate) fn into_envelope(self) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
+    pub fn into_envelope(self) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
         let (stream, version) = (self.stream_id.as_str(), self.version);
         let envelope = EventEnvelope {
             stream_id: StreamId::parse(stream).map_err(|e| StoreError::corrupt(stream, version, e))?,

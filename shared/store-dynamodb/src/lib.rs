@@ -12,14 +12,24 @@
 //! `LastEvaluatedKey`, so a command costs about one read whatever the
 //! stream's length.
 //!
+//! The eventual read models live here too ([`projections`] for what the
+//! projector writes, [`reads`] for what the query API reads): their
+//! conditional writes are the same craft as the event store's.
+//!
 //! Table names and the endpoint come from the environment (standard AWS
 //! configuration, `AWS_ENDPOINT_URL` included): nothing is hard-coded.
 
 mod errors;
 pub mod items;
+pub mod projections;
+pub mod reads;
 pub mod schema;
+pub mod settings;
 mod store;
 
+pub use projections::{DynamoProjectionSink, FailureLog, FailureRecord};
+pub use reads::{DynamoReadModels, ReadTables};
+pub use settings::{Env, MissingSetting, Settings};
 pub use store::{DynamoConfig, DynamoStore};
 
 /// Builds an SDK client from the standard AWS configuration chain

@@ -27,3 +27,20 @@ pub const ENV_IDEMPOTENCY_TABLE: &str = "TALLY_IDEMPOTENCY_TABLE";
 pub const ENV_INVENTORY_TABLE: &str = "TALLY_INVENTORY_TABLE";
 /// Environment variable with the snapshot interval (events between snapshots; 0 = none).
 pub const ENV_SNAPSHOT_INTERVAL: &str = "TALLY_SNAPSHOT_INTERVAL";
+
+/// Environment variable naming the order summary read table.
+pub const ENV_ORDER_SUMMARY_TABLE: &str = "TALLY_ORDER_SUMMARY_TABLE";
+/// Environment variable naming the sales-by-day read table.
+pub const ENV_SALES_TABLE: &str = "TALLY_SALES_TABLE";
+/// Environment variable naming the projection checkpoints table.
+pub const ENV_CHECKPOINTS_TABLE: &str = "TALLY_CHECKPOINTS_TABLE";
+
+/// The order summary table's index of a customer's orders, newest first.
+pub const BY_CUSTOMER_INDEX: &str = "by_customer";
+/// Partition key of [`BY_CUSTOMER_INDEX`].
+pub const CUSTOMER_ID: &str = "customer_id";
+/// Sort key of [`BY_CUSTOMER_INDEX`]: the zero-padded placing time, then the order id.
+pub const PLACED_KEY: &str = "placed_key";
+
+/// BatchGetItem takes at most 100 keys.
+pub const BATCH_GET_MAX_KEYS: usize = 100;

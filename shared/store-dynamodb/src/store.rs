@@ -21,6 +21,7 @@ use crate::schema::{
     ENV_EVENTS_TABLE, ENV_IDEMPOTENCY_TABLE, ENV_INVENTORY_TABLE, ENV_SNAPSHOT_INTERVAL, EVENTS_PK, EVENTS_SK,
     IDEMPOTENCY_PK, IDEMPOTENCY_TTL, READ_PK, READ_VERSION, TRANSACT_MAX_ITEMS,
 };
+use crate::settings::{Env, MissingSetting, Settings};
 
 /// Where the store keeps things, and how it pages.
 #[derive(Debug, Clone)]
@@ -37,26 +38,47 @@ pub struct DynamoConfig {
     pub snapshot_interval: Option<u64>,
 }
 
-/// A required setting is missing from the environment.
-#[derive(Debug, thiserror::Error)]
-#[error("environment variable {0} must name the table")]
-pub struct MissingSetting(pub &'static str);
-
 impl DynamoConfig {
-    /// Reads the table names and snapshot interval from the environment.
-    pub fn from_env() -> Result<Self, MissingSetting> {
-        let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
-        let snapshot_interval = std::env::var(ENV_SNAPSHOT_INTERVAL)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Some(1), |n| (n > 0).then_some(n));
+    /// The table names and snapshot interval of a command handler:
+    /// `TALLY_EVENTS_TABLE`, `TALLY_IDEMPOTENCY_TABLE`, `TALLY_INVENTORY_TABLE`,
+    /// `TALLY_SNAPSHOT_INTERVAL` (default 1; 0 = no snapshots).
+    pub fn from_settings(settings: &impl Settings) -> Result<Self, MissingSetting> {
         Ok(Self {
-            events_table: var(ENV_EVENTS_TABLE)?,
-            idempotency_table: var(ENV_IDEMPOTENCY_TABLE)?,
-            view_tables: HashMap::from([("inventory_levels".to_owned(), var(ENV_INVENTORY_TABLE)?)]),
-            snapshot_interval,
+            events_table: settings.require(ENV_EVENTS_TABLE)?,
+            idempotency_table: settings.require(ENV_IDEMPOTENCY_TABLE)?,
+            view_tables: HashMap::from([("inventory_levels".to_owned(), settings.require(ENV_INVENTORY_TABLE)?)]),
+            snapshot_interval: snapshot_interval(settings),
         })
     }
+
+    /// [`Self::from_settings`] from the process environment.
+    pub fn from_env() -> Result<Self, MissingSetting> {
+        Self::from_settings(&Env)
+    }
+
+    /// For a reader of the events table only (the query API, the projector's
+    /// gap repair): `TALLY_EVENTS_TABLE` and `TALLY_SNAPSHOT_INTERVAL`. Such a
+    /// store has no idempotency table and no inline views: it must not append.
+    pub fn reader_from_settings(settings: &impl Settings) -> Result<Self, MissingSetting> {
+        Ok(Self {
+            events_table: settings.require(ENV_EVENTS_TABLE)?,
+            idempotency_table: String::new(),
+            view_tables: HashMap::new(),
+            snapshot_interval: snapshot_interval(settings),
+        })
+    }
+
+    /// [`Self::reader_from_settings`] from the process environment.
+    pub fn reader_from_env() -> Result<Self, MissingSetting> {
+        Self::reader_from_settings(&Env)
+    }
+}
+
+fn snapshot_interval(settings: &impl Settings) -> Option<u64> {
+    settings
+        .get(ENV_SNAPSHOT_INTERVAL)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(Some(1), |n| (n > 0).then_some(n))
 }
 
 /// The event store on DynamoDB. Cheap to clone.

@@ -1,0 +1,172 @@
+//! The projector: SQS messages (EventBridge envelopes of our CloudEvents) →
+//! the core projection runtime → one read model.
+//!
+//! Each message is decoded, its event taken from the message or (when it
+//! travelled by reference) from the event store, and delivered with
+//! `tally_core::deliver`: duplicates are skipped by the per-stream
+//! checkpoint, gaps are repaired from the event store, and the model change
+//! and checkpoint are written atomically by the sink. A message that fails
+//! is reported alone; its error is recorded where `tally dlq list` finds it.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use tally_core::{Delivery, EventStore, ProjectionError, ProjectionSink, StreamId, deliver};
+use tally_store_dynamodb::schema::ENV_CHECKPOINTS_TABLE;
+use tally_store_dynamodb::{DynamoConfig, DynamoProjectionSink, DynamoStore, FailureLog, MissingSetting, Settings};
+use tracing::Instrument;
+
+use crate::batch::sqs_batch;
+use crate::detail::{DetailError, EventDetail};
+use crate::telemetry::{error_chain, metric, trace_id};
+
+/// Messages of one batch projected at once (deliveries of one stream may
+/// race: the checkpoint condition makes the loser look again).
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Environment variable naming the projection a projector maintains.
+pub const ENV_PROJECTION: &str = "TALLY_PROJECTION";
+
+/// A projector's settings do not describe a projection.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorSetupError {
+    /// A setting is missing.
+    #[error(transparent)]
+    Missing(#[from] MissingSetting),
+    /// `TALLY_PROJECTION` names no projection.
+    #[error("{ENV_PROJECTION}={0:?} names no projection")]
+    UnknownProjection(String),
+}
+
+/// Why one message could not be projected.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The message is not one of our events, or its event cannot be found.
+    #[error(transparent)]
+    Detail(#[from] DetailError),
+    /// The projection runtime failed (poison event, unrepairable gap, backend).
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+}
+
+/// One projection fed from its queue.
+#[derive(Clone)]
+pub struct Projector {
+    store: Arc<dyn EventStore>,
+    sink: Arc<dyn ProjectionSink>,
+    failures: Option<FailureLog>,
+    concurrency: usize,
+}
+
+impl Projector {
+    /// Projects into `sink`, repairing gaps from `store`.
+    pub fn new(store: Arc<dyn EventStore>, sink: Arc<dyn ProjectionSink>) -> Self {
+        Self {
+            store,
+            sink,
+            failures: None,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+
+    /// The projector a Lambda runs, wired on DynamoDB from its settings:
+    /// `TALLY_PROJECTION`, `TALLY_EVENTS_TABLE`, `TALLY_CHECKPOINTS_TABLE` and
+    /// the projection's table. The tests build it the same way from the
+    /// environment template.yaml gives the function.
+    pub fn dynamodb(client: aws_sdk_dynamodb::Client, settings: &impl Settings) -> Result<Self, ProjectorSetupError> {
+        let projection = settings.require(ENV_PROJECTION)?;
+        let sink = DynamoProjectionSink::from_settings(client.clone(), &projection, settings)?
+            .ok_or(ProjectorSetupError::UnknownProjection(projection))?;
+        let store = DynamoStore::new(client.clone(), DynamoConfig::reader_from_settings(settings)?);
+        let failures = FailureLog::new(client, settings.require(ENV_CHECKPOINTS_TABLE)?);
+        Ok(Self::new(Arc::new(store), Arc::new(sink)).with_failure_log(failures))
+    }
+
+    /// Records each failure in `log` (for `tally dlq list`).
+    pub fn with_failure_log(mut self, log: FailureLog) -> Self {
+        self.failures = Some(log);
+        self
+    }
+
+    /// Projects up to `concurrency` messages of a batch at once.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// The projection's name.
+    pub fn projection(&self) -> &str {
+        self.sink.name()
+    }
+
+    /// Projects one message body.
+    pub async fn project_body(&self, body: &str) -> Result<Delivery, MessageError> {
+        let message = EventDetail::from_message_body(body)?;
+        let detail = message.detail;
+        let (stream, version) = (detail.subject.clone(), detail.streamversion);
+        let span = tracing::info_span!(
+            "project",
+            projection = self.sink.name(),
+            stream = %stream,
+            version,
+            event_type = %detail.event_type,
+            correlation_id = detail.correlationid.as_deref().unwrap_or(""),
+            trace_id = trace_id(detail.traceparent.as_deref()).unwrap_or(""),
+        );
+        let outcome = async {
+            let event = detail.into_envelope(self.store.as_ref()).await?;
+            let delivery = deliver(self.store.as_ref(), self.sink.as_ref(), &event).await?;
+            let labels = [("projection", self.sink.name().to_owned())];
+            match delivery {
+                Delivery::Applied { repaired } => {
+                    metrics::counter!(metric::EVENTS_APPLIED, &labels).increment(1 + repaired);
+                    if repaired > 0 {
+                        metrics::counter!(metric::GAPS_REPAIRED, &labels).increment(repaired);
+                        tracing::info!(repaired, "gap repaired from the event store");
+                    }
+                    let lag = chrono::Utc::now().timestamp_millis() - event.timestamp_ms;
+                    metrics::histogram!(metric::PROJECTION_LAG_MS, &labels).record(lag.max(0) as f64);
+                }
+                Delivery::Duplicate => metrics::counter!(metric::DUPLICATES_SKIPPED, &labels).increment(1),
+                Delivery::Ignored => {}
+            }
+            Ok::<_, MessageError>(delivery)
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(error) = &outcome {
+            self.record_failure(&stream, version, error).instrument(span).await;
+        }
+        outcome
+    }
+
+    async fn record_failure(&self, stream: &StreamId, version: u64, error: &MessageError) {
+        metrics::counter!(metric::PROJECTION_FAILURES, "projection" => self.sink.name().to_owned()).increment(1);
+        let error = error_chain(error);
+        tracing::error!(%error, "cannot project the event");
+        if let Some(log) = &self.failures
+            && let Err(log_error) = log.record(self.sink.name(), stream, version, &error).await
+        {
+            tracing::warn!(error = %error_chain(&log_error), "cannot record the failure");
+        }
+    }
+
+    async fn project_message(&self, message: &SqsMessage) -> Result<(), MessageError> {
+        let body = message.body.as_deref().unwrap_or_default();
+        match self.project_body(body).await {
+            Ok(_) => Ok(()),
+            Err(error @ MessageError::Detail(DetailError::Malformed(_))) => {
+                metrics::counter!(metric::PROJECTION_FAILURES, "projection" => self.sink.name().to_owned())
+                    .increment(1);
+                tracing::error!(error = %error_chain(&error), "unreadable message");
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Projects an SQS batch and names the messages that failed.
+    pub async fn project(&self, event: &SqsEvent) -> SqsBatchResponse {
+        sqs_batch(event, self.concurrency, |message| self.project_message(message)).await
+    }
+}

@@ -1,0 +1,424 @@
+//! The eventual projections' DynamoDB sinks: what the projector Lambda
+//! writes, through the core projection runtime.
+//!
+//! Each apply writes the model change and the stream's checkpoint in one
+//! atomic, conditional step, so a duplicate or a racing delivery of the same
+//! event can never apply twice:
+//! - `order_summary` keeps one item per order, and the item's `version` *is*
+//!   the checkpoint: one conditional `PutItem` (`version` = expected).
+//! - `sales_by_day` aggregates many streams into one item per day, so its
+//!   checkpoints live in the checkpoints table: one `TransactWriteItems` that
+//!   moves the checkpoint (conditioned) and `ADD`s the day's delta.
+//!
+//! The rules are the domain's pure view functions, shared with every backend.
+//! Never write a read row without its checkpoint moving in the same request.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use tally_core::{ApplyOutcome, Decider, EventEnvelope, ProjectionError, ProjectionSink, StreamId, decode_event};
+use tally_domain::views::{self, OrderSummary};
+use tally_domain::{Order, OrderEvent};
+
+use crate::items::Item;
+use crate::schema::{
+    CUSTOMER_ID, ENV_CHECKPOINTS_TABLE, ENV_ORDER_SUMMARY_TABLE, ENV_SALES_TABLE, PLACED_KEY, READ_PK, READ_VERSION,
+};
+use crate::settings::{MissingSetting, Settings};
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn backend<E: std::error::Error + Send + Sync + 'static>(error: E) -> ProjectionError {
+    ProjectionError::Backend(Box::new(error))
+}
+
+fn poison(event: &EventEnvelope, reason: impl ToString) -> ProjectionError {
+    ProjectionError::Poison {
+        stream: event.stream_id.clone(),
+        version: event.version,
+        reason: reason.to_string(),
+    }
+}
+
+/// The checkpoint item of `projection` for `stream` in the checkpoints table.
+pub fn checkpoint_key(projection: &str, stream: &StreamId) -> String {
+    format!("{projection}|{stream}")
+}
+
+/// The sort key of a summary in the customer index: newest first under a
+/// descending query, ties broken by order id. Zero-padded so that text order
+/// is time order.
+pub fn placed_key(placed_at_ms: i64, order_id: &str) -> String {
+    format!("{:020}#{order_id}", placed_at_ms.max(0))
+}
+
+/// The condition that the checkpoint attribute `#v` is still `expected`.
+fn checkpoint_condition(expected: u64) -> &'static str {
+    if expected == 0 {
+        "attribute_not_exists(#pk)"
+    } else {
+        "#v = :expected"
+    }
+}
+
+fn decode_order(event: &EventEnvelope) -> Result<OrderEvent, ProjectionError> {
+    decode_event::<Order>(&event.event_type, event.schema, &event.data).map_err(|e| poison(event, e))
+}
+
+/// Which model a sink maintains, and where.
+#[derive(Debug, Clone)]
+enum Model {
+    /// One item per order in `table`; the item's version is the checkpoint.
+    OrderSummary { table: String },
+    /// One item per day in `table`; checkpoints in `checkpoints`.
+    SalesByDay { table: String, checkpoints: String },
+}
+
+/// An eventual projection of the order streams into a DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoProjectionSink {
+    client: Client,
+    name: &'static str,
+    model: Model,
+}
+
+impl DynamoProjectionSink {
+    /// `order_summary` in `table` (which needs the `by_customer` index for queries).
+    pub fn order_summary(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: views::ORDER_SUMMARY,
+            model: Model::OrderSummary { table: table.into() },
+        }
+    }
+
+    /// `sales_by_day` in `table`, with its checkpoints in `checkpoints`.
+    pub fn sales_by_day(client: Client, table: impl Into<String>, checkpoints: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: views::SALES_BY_DAY,
+            model: Model::SalesByDay {
+                table: table.into(),
+                checkpoints: checkpoints.into(),
+            },
+        }
+    }
+
+    /// The sink of projection `name`, its tables named by the settings
+    /// (`TALLY_ORDER_SUMMARY_TABLE`; `TALLY_SALES_TABLE` and `TALLY_CHECKPOINTS_TABLE`).
+    /// `Ok(None)`: no such projection.
+    pub fn from_settings(client: Client, name: &str, settings: &impl Settings) -> Result<Option<Self>, MissingSetting> {
+        Ok(match name {
+            views::ORDER_SUMMARY => Some(Self::order_summary(client, settings.require(ENV_ORDER_SUMMARY_TABLE)?)),
+            views::SALES_BY_DAY => Some(Self::sales_by_day(
+                client,
+                settings.require(ENV_SALES_TABLE)?,
+                settings.require(ENV_CHECKPOINTS_TABLE)?,
+            )),
+            _ => None,
+        })
+    }
+
+    /// The item holding `stream`'s checkpoint: (table, key).
+    fn checkpoint_item(&self, stream: &StreamId) -> (&str, String) {
+        match &self.model {
+            Model::OrderSummary { table } => (table, stream.entity_id().to_owned()),
+            Model::SalesByDay { checkpoints, .. } => (checkpoints, checkpoint_key(self.name, stream)),
+        }
+    }
+
+    async fn read_item(&self, table: &str, key: String) -> Result<Option<Item>, ProjectionError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key(READ_PK, AttributeValue::S(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(found.item)
+    }
+
+    async fn apply_order_summary(
+        &self,
+        table: &str,
+        event: &EventEnvelope,
+        order_event: &OrderEvent,
+    ) -> Result<ApplyOutcome, ProjectionError> {
+        let order_id = event.stream_id.entity_id();
+        let current = self.read_item(table, order_id.to_owned()).await?;
+        let current: Option<OrderSummary> = match current {
+            Some(item) if item.contains_key(CUSTOMER_ID) => {
+                Some(serde_dynamo::from_item(item).map_err(|e| poison(event, format!("unreadable summary row: {e}")))?)
+            }
+            _ => None,
+        };
+        let row = views::apply_order_summary(current, order_event, event.version, event.timestamp_ms);
+        let mut item: Item = match &row {
+            Some(row) => serde_dynamo::to_item(row).map_err(|e| poison(event, e))?,
+            None => Item::new(),
+        };
+        item.insert(READ_PK.to_owned(), AttributeValue::S(order_id.to_owned()));
+        item.insert(READ_VERSION.to_owned(), number(event.version));
+        if let Some(row) = &row {
+            item.insert(
+                PLACED_KEY.to_owned(),
+                AttributeValue::S(placed_key(row.placed_at_ms, row.order_id.as_str())),
+            );
+        }
+        let expected = event.version - 1;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression(checkpoint_condition(expected));
+        // DynamoDB refuses names and values the expression does not use.
+        put = if expected == 0 {
+            put.expression_attribute_names("#pk", READ_PK)
+        } else {
+            put.expression_attribute_names("#v", READ_VERSION)
+                .expression_attribute_values(":expected", number(expected))
+        };
+        match put.send().await {
+            Ok(_) => Ok(ApplyOutcome::Applied),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                Ok(ApplyOutcome::CheckpointMoved)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn apply_sales(
+        &self,
+        table: &str,
+        checkpoints: &str,
+        event: &EventEnvelope,
+        order_event: &OrderEvent,
+    ) -> Result<ApplyOutcome, ProjectionError> {
+        let expected = event.version - 1;
+        let mut checkpoint = Update::builder()
+            .table_name(checkpoints)
+            .key(READ_PK, AttributeValue::S(checkpoint_key(self.name, &event.stream_id)))
+            .update_expression("SET #v = :v")
+            .condition_expression(checkpoint_condition(expected))
+            .expression_attribute_names("#v", READ_VERSION)
+            .expression_attribute_values(":v", number(event.version));
+        checkpoint = if expected == 0 {
+            checkpoint.expression_attribute_names("#pk", READ_PK)
+        } else {
+            checkpoint.expression_attribute_values(":expected", number(expected))
+        };
+        let checkpoint = checkpoint.build().map_err(backend)?;
+        let Some(delta) = views::sales_delta(order_event, event.timestamp_ms) else {
+            // Nothing to add: moving the checkpoint is the whole change.
+            let result = self
+                .client
+                .update_item()
+                .table_name(checkpoint.table_name)
+                .set_key(Some(checkpoint.key))
+                .update_expression(checkpoint.update_expression)
+                .set_condition_expression(checkpoint.condition_expression)
+                .set_expression_attribute_names(checkpoint.expression_attribute_names)
+                .set_expression_attribute_values(checkpoint.expression_attribute_values)
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(ApplyOutcome::Applied),
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+                {
+                    Ok(ApplyOutcome::CheckpointMoved)
+                }
+                Err(e) => Err(backend(e)),
+            };
+        };
+        // ADD is commutative: deliveries of different streams may land in
+        // any order; the checkpoint condition keeps each one to a single add.
+        let add = Update::builder()
+            .table_name(table)
+            .key(READ_PK, AttributeValue::S(delta.day.format("%Y-%m-%d").to_string()))
+            .update_expression("ADD #orders :orders, #units :units, #revenue :revenue")
+            .expression_attribute_names("#orders", "orders")
+            .expression_attribute_names("#units", "units")
+            .expression_attribute_names("#revenue", "revenue_cents")
+            .expression_attribute_values(":orders", number(delta.orders))
+            .expression_attribute_values(":units", number(delta.units))
+            .expression_attribute_values(":revenue", number(delta.revenue_cents))
+            .build()
+            .map_err(backend)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(checkpoint).build())
+            .transact_items(TransactWriteItem::builder().update(add).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ApplyOutcome::Applied),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled)
+                    if cancelled
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|r| r.code())
+                        .is_some_and(|code| code == "ConditionalCheckFailed") =>
+                {
+                    Ok(ApplyOutcome::CheckpointMoved)
+                }
+                _ => Err(backend(SdkError::ServiceError(e))),
+            },
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ProjectionSink for DynamoProjectionSink {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn follows(&self, stream: &StreamId) -> bool {
+        stream.category() == Order::CATEGORY
+    }
+
+    async fn checkpoint(&self, stream: &StreamId) -> Result<u64, ProjectionError> {
+        let (table, key) = self.checkpoint_item(stream);
+        let Some(item) = self.read_item(table, key).await? else {
+            return Ok(0);
+        };
+        match item.get(READ_VERSION) {
+            Some(AttributeValue::N(n)) => n.parse().map_err(|_| ProjectionError::Poison {
+                stream: stream.clone(),
+                version: 0,
+                reason: format!("checkpoint {n:?} is not a version"),
+            }),
+            _ => Err(ProjectionError::Poison {
+                stream: stream.clone(),
+                version: 0,
+                reason: "checkpoint item without a version".into(),
+            }),
+        }
+    }
+
+    async fn apply(&self, event: &EventEnvelope) -> Result<ApplyOutcome, ProjectionError> {
+        let order_event = decode_order(event)?;
+        match &self.model {
+            Model::OrderSummary { table } => self.apply_order_summary(table, event, &order_event).await,
+            Model::SalesByDay { table, checkpoints } => self.apply_sales(table, checkpoints, event, &order_event).await,
+        }
+    }
+}
+
+/// Where a projector records why an event failed, so an operator listing a
+/// dead-letter queue sees the error next to the message.
+#[derive(Debug, Clone)]
+pub struct FailureLog {
+    client: Client,
+    table: String,
+}
+
+/// One recorded failure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailureRecord {
+    /// The error, as the projector last saw it.
+    pub error: String,
+    /// How many deliveries failed.
+    pub attempts: u64,
+    /// When it last failed (ms since epoch).
+    pub failed_at_ms: i64,
+}
+
+impl FailureLog {
+    /// A log in `table` (the checkpoints table: failure items have their own key prefix).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(projection: &str, stream: &StreamId, version: u64) -> String {
+        format!("failure|{projection}|{stream}|{version}")
+    }
+
+    /// Records that `projection` failed to apply `stream` v`version`.
+    pub async fn record(
+        &self,
+        projection: &str,
+        stream: &StreamId,
+        version: u64,
+        error: &str,
+    ) -> Result<(), ProjectionError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(READ_PK, AttributeValue::S(Self::key(projection, stream, version)))
+            .update_expression("SET #error = :error, #at = :at ADD #attempts :one")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_names("#at", "failed_at_ms")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_values(":error", AttributeValue::S(error.to_owned()))
+            .expression_attribute_values(":at", number(chrono::Utc::now().timestamp_millis()))
+            .expression_attribute_values(":one", number(1))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// The failure recorded for `projection` at `stream` v`version`, if any.
+    pub async fn lookup(
+        &self,
+        projection: &str,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<Option<FailureRecord>, ProjectionError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(READ_PK, AttributeValue::S(Self::key(projection, stream, version)))
+            .send()
+            .await
+            .map_err(backend)?;
+        found
+            .item
+            .map(|item| serde_dynamo::from_item(item).map_err(backend))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placed_keys_sort_as_time_then_order_id() {
+        let mut keys = vec![
+            placed_key(1_700_000_000_123, "b"),
+            placed_key(99, "z"),
+            placed_key(1_700_000_000_123, "a"),
+            placed_key(-5, "neg"),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                placed_key(-5, "neg"),
+                placed_key(99, "z"),
+                placed_key(1_700_000_000_123, "a"),
+                placed_key(1_700_000_000_123, "b"),
+            ]
+        );
+        assert_eq!(placed_key(42, "o-1"), "00000000000000000042#o-1");
+    }
+}
