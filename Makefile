@@ -6,7 +6,7 @@ DB    ?= data/tally.db
 VENV  ?= .venv
 PYTHON ?= python3
 
-.PHONY: run test lint fmt bench emulator build help
+.PHONY: run test lint fmt bench emulator build check-template help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,12 +34,15 @@ build: $(VENV)/.build-tools ## cross-compile every Lambda for arm64 (cargo-lambd
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -j$(JOBS) $(addprefix -p ,$(LAMBDAS))
 	@ls -l $(foreach f,$(LAMBDAS),target/lambda/$(f)/bootstrap) | awk '{printf "%-40s %6.1f MiB\n", $$9, $$5/1048576}'
 
-test: $(VENV)/.installed ## run every test: domain specs, store contract suites (SQLite, DynamoDB on the emulator), API scenarios
+test: $(VENV)/.installed ## run every test: domain specs, store contract suites, API scenarios, the AWS pipeline on the emulator (template.yaml deployed into it)
 	$(CARGO) test -j$(JOBS) --workspace
 
 lint: ## formatting and clippy, as CI checks them
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+
+check-template: ## lint template.yaml: cfn-lint, sam validate --lint, checkov (tools in .venv-tools)
+	bash scripts/check-template.sh
 
 fmt: ## format the code
 	$(CARGO) fmt --all

@@ -65,6 +65,8 @@ pub struct DeadLetter {
     pub error: Option<String>,
     /// How many times the source queue delivered it.
     pub receive_count: u64,
+    /// The message body (the EventBridge envelope), as SQS holds it.
+    pub body: String,
 }
 
 /// Receives every visible message of `queue` once (each stays invisible
@@ -115,6 +117,7 @@ pub async fn list(sqs: &Client, dlq: &str, failures: Option<(&FailureLog, &str)>
             version: 0,
             error: None,
             receive_count,
+            body: body.to_owned(),
         };
         match EventDetail::from_message_body(body) {
             Ok(parsed) => {
