@@ -1,9 +1,16 @@
 //! Partial batch failures for SQS: a generic wrapper that turns a
-//! one-message function into a batch handler. Every message runs (up to
-//! `concurrency` at a time) in its own span; the response names exactly the
-//! messages that failed, so SQS redelivers those alone and one poison
-//! message never holds back the others.
+//! one-message function into a batch handler. Every message runs in its own
+//! span; the response names exactly the messages that failed, so SQS
+//! redelivers those alone and one poison message never holds back the
+//! others.
+//!
+//! Messages are grouped by a key (for the projector: the event's stream).
+//! Groups run concurrently, up to `concurrency` at a time; the messages of
+//! one group run one after another in the order the key gives (the stream
+//! version), so a batch holding v1 and v2 of one stream applies them in
+//! order instead of racing them into a gap repair.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
 
@@ -11,24 +18,36 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures_util::StreamExt;
 use tracing::Instrument;
 
-/// Runs `handle` on every message of `event` and reports the failures.
-pub async fn sqs_batch<'a, F, Fut, E>(event: &'a SqsEvent, concurrency: usize, handle: F) -> SqsBatchResponse
+/// Runs `handle` on every message of `event`, grouped by `key` (group,
+/// order within the group), and reports the failures.
+pub async fn sqs_batch<'a, K, F, Fut, E>(event: &'a SqsEvent, concurrency: usize, key: K, handle: F) -> SqsBatchResponse
 where
+    K: Fn(&SqsMessage) -> (String, u64),
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let outcomes: Vec<(Option<String>, Result<(), E>)> = futures_util::stream::iter(&event.records)
-        .map(|message| {
-            let span = tracing::info_span!("message", message_id = message.message_id.as_deref().unwrap_or(""));
-            let outcome = handle(message).instrument(span);
-            async move { (message.message_id.clone(), outcome.await) }
+    let mut groups: BTreeMap<String, Vec<(u64, &'a SqsMessage)>> = BTreeMap::new();
+    for message in &event.records {
+        let (group, order) = key(message);
+        groups.entry(group).or_default().push((order, message));
+    }
+    let handle = &handle;
+    let outcomes: Vec<Vec<(Option<String>, Result<(), E>)>> = futures_util::stream::iter(groups.into_values())
+        .map(|mut group| async move {
+            group.sort_by_key(|(order, _)| *order);
+            let mut outcomes = Vec::with_capacity(group.len());
+            for (_, message) in group {
+                let span = tracing::info_span!("message", message_id = message.message_id.as_deref().unwrap_or(""));
+                outcomes.push((message.message_id.clone(), handle(message).instrument(span).await));
+            }
+            outcomes
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     let mut response = SqsBatchResponse::default();
-    for (message_id, outcome) in outcomes {
+    for (message_id, outcome) in outcomes.into_iter().flatten() {
         if let Err(error) = outcome {
             tracing::warn!(message_id = message_id.as_deref().unwrap_or(""), %error, "message failed; SQS will redeliver it");
             // A message without an id cannot be named: an empty identifier

@@ -165,8 +165,24 @@ impl Projector {
         }
     }
 
-    /// Projects an SQS batch and names the messages that failed.
+    /// Projects an SQS batch and names the messages that failed. Streams
+    /// are projected concurrently; the events of one stream in version order.
     pub async fn project(&self, event: &SqsEvent) -> SqsBatchResponse {
-        sqs_batch(event, self.concurrency, |message| self.project_message(message)).await
+        sqs_batch(event, self.concurrency, stream_and_version, |message| {
+            self.project_message(message)
+        })
+        .await
+    }
+}
+
+/// A message's stream and version, for grouping; an unreadable message is
+/// a group of its own (it fails alone).
+fn stream_and_version(message: &SqsMessage) -> (String, u64) {
+    match EventDetail::from_message_body(message.body.as_deref().unwrap_or_default()) {
+        Ok(parsed) => (parsed.detail.subject.to_string(), parsed.detail.streamversion),
+        Err(_) => (
+            format!("unreadable {}", message.message_id.as_deref().unwrap_or_default()),
+            0,
+        ),
     }
 }

@@ -256,3 +256,52 @@ fn chunks(outgoing: &[Outgoing]) -> Vec<&[Outgoing]> {
     }
     chunks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(size: usize) -> Outgoing {
+        Outgoing {
+            sequence_number: String::new(),
+            size,
+            entry: PutEventsRequestEntry::builder().build(),
+            event: EventEnvelope {
+                event_id: uuid::Uuid::nil(),
+                stream_id: tally_core::StreamId::parse("order-x").expect("stream"),
+                version: 1,
+                event_type: "OrderPlaced".into(),
+                schema: 1,
+                data: serde_json::Value::Null,
+                metadata: tally_core::Metadata::default(),
+                timestamp_ms: 0,
+                hash: String::new(),
+            },
+        }
+    }
+
+    fn sizes(items: &[Outgoing]) -> Vec<usize> {
+        chunks(items).iter().map(|c| c.len()).collect()
+    }
+
+    #[test]
+    fn put_events_calls_hold_at_most_ten_entries() {
+        let items: Vec<_> = (0..23).map(|_| outgoing(100)).collect();
+        assert_eq!(sizes(&items), vec![10, 10, 3]);
+        assert!(sizes(&[]).is_empty());
+    }
+
+    #[test]
+    fn put_events_calls_hold_at_most_256_kib() {
+        let items: Vec<_> = (0..5).map(|_| outgoing(100 * 1024)).collect();
+        assert_eq!(sizes(&items), vec![2, 2, 1], "three 100 KiB entries exceed 256 KiB");
+        // An entry alone may be as large as the limit itself.
+        let items = vec![outgoing(PUT_EVENTS_MAX_BYTES), outgoing(1)];
+        assert_eq!(sizes(&items), vec![1, 1]);
+    }
+
+    #[test]
+    fn the_size_counts_time_source_detail_type_and_detail() {
+        assert_eq!(entry_size("tally", "OrderPlaced", "{}"), 14 + 5 + 11 + 2);
+    }
+}
