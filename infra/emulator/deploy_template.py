@@ -112,7 +112,8 @@ CODE_BUCKET = "tally-emulator-code"
 CODE_KEY = "placeholder/bootstrap.zip"
 # Temporary outputs that carry a mapping's intrinsic values back from moto.
 PROBE_PREFIX = "TallyDeployProbe"
-CREATE_TIMEOUT_SECONDS = 60
+# LocalStack creates the stack's ~70 resources far more slowly than moto.
+CREATE_TIMEOUT_SECONDS = float(os.environ.get("TALLY_DEPLOY_TIMEOUT", "60"))
 # The repository's template, wherever the caller's working directory is
 # (cargo runs each test binary in its own crate's directory).
 DEFAULT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "template.yaml")
@@ -159,6 +160,24 @@ def point_code_at_placeholder(template: dict[str, Any]) -> None:
                 resource["Properties"]["CodeUri"] = code
 
 
+def point_code_at_builds(template: dict[str, Any], code_dir: str) -> dict[str, str]:
+    """Each function's code is its built binary, `code_dir/<Binary>/bootstrap`
+    (`make build` writes target/lambda/<Binary>/bootstrap): for an emulator
+    that runs the functions (LocalStack). Returns S3 key -> file to upload."""
+    uploads = {}
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        path = os.path.join(code_dir, binary or "?", "bootstrap")
+        if not os.path.isfile(path):
+            raise SystemExit(f"deploy_template: {logical_id}: {path} is missing (run `make build`)")
+        key = f"functions/{binary}/bootstrap.zip"
+        resource.setdefault("Properties", {})["CodeUri"] = {"Bucket": CODE_BUCKET, "Key": key}
+        uploads[key] = path
+    return uploads
+
+
 def expand_sam(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
     from samtranslator.translator.transform import transform
 
@@ -171,14 +190,16 @@ def is_intrinsic(value: Any) -> bool:
     )
 
 
-def take_event_source_mappings(template: dict[str, Any]) -> list[dict[str, Any]]:
-    """Remove the mappings from the template; return them with every intrinsic
-    value replaced by a probe output's name, for moto to resolve."""
+def take_event_source_mappings(template: dict[str, Any], remove: bool = True) -> list[dict[str, Any]]:
+    """Remove the mappings from the template (unless `remove` is false: the
+    emulator runs the functions and polls for them); return them with every
+    intrinsic value replaced by a probe output's name, for moto to resolve."""
     resources = template["Resources"]
     outputs = template.setdefault("Outputs", {})
     mappings = []
     for logical_id in [k for k, v in resources.items() if v["Type"] == "AWS::Lambda::EventSourceMapping"]:
-        properties = resources.pop(logical_id).get("Properties", {})
+        resource = resources.pop(logical_id) if remove else resources[logical_id]
+        properties = resource.get("Properties", {})
         function = properties.get("FunctionName")
         if not (isinstance(function, dict) and "Ref" in function):
             raise SystemExit(f"deploy_template: {logical_id}: FunctionName is not a !Ref of a function")
@@ -214,7 +235,17 @@ def placeholder_zip() -> bytes:
     return buffer.getvalue()
 
 
-def upload_placeholder_code(session: Any, endpoint: str, region: str) -> None:
+def built_zip(path: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
+        info.external_attr = 0o755 << 16
+        with open(path, "rb") as f:
+            archive.writestr(info, f.read())
+    return buffer.getvalue()
+
+
+def upload_placeholder_code(session: Any, endpoint: str, region: str, builds: dict[str, str] | None = None) -> None:
     s3 = session.client("s3", endpoint_url=endpoint)
     kwargs: dict[str, Any] = {"Bucket": CODE_BUCKET}
     if region != "us-east-1":
@@ -224,6 +255,8 @@ def upload_placeholder_code(session: Any, endpoint: str, region: str) -> None:
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass  # another stage deployed into this emulator first
     s3.put_object(Bucket=CODE_BUCKET, Key=CODE_KEY, Body=placeholder_zip())
+    for key, path in (builds or {}).items():
+        s3.put_object(Bucket=CODE_BUCKET, Key=key, Body=built_zip(path))
 
 
 def create_stack(cfn: Any, stack: str, template: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
@@ -352,7 +385,9 @@ def describe_functions(cfn: Any, awslambda: Any, stack: str) -> dict[str, Any]:
     return dict(sorted(functions.items()))
 
 
-def self_test(session: Any, endpoint: str, template: dict[str, Any], result: dict[str, Any]) -> list[str]:
+def self_test(
+    session: Any, endpoint: str, template: dict[str, Any], result: dict[str, Any], delivery_wait: float = 0, check_delivery: bool = True
+) -> list[str]:
     """Check the emulator holds what the tests rely on; return the failures."""
     failures: list[str] = []
 
@@ -400,6 +435,9 @@ def self_test(session: Any, endpoint: str, template: dict[str, Any], result: dic
                     f"{logical_id} has GSI {index['IndexName']} keyed {[k['AttributeName'] for k in index['KeySchema']]}",
                 )
 
+    if not check_delivery:
+        log("self-test skips rule delivery: the event source mappings consume the queues")
+        return failures
     # Delivery: an order event (source tally, subject order-...) must reach
     # each rule's queue; an inventory event must reach none. Every event goes
     # out before any queue is drained, as several rules match one event.
@@ -424,9 +462,17 @@ def self_test(session: Any, endpoint: str, template: dict[str, Any], result: dic
             check(queue_url is not None, f"{logical_id} targets a queue of this stack ({target['Arn']})")
             if queue_url is not None:
                 expected.append((logical_id, queue_url, nonce, entry["DetailType"]))
-    received: dict[str, list[dict[str, Any]]] = {}
-    for queue_url in sorted({e[1] for e in expected}):
-        received[queue_url] = [json.loads(m["Body"]) for m in drain(sqs, queue_url)]
+    # moto delivers inside PutEvents; LocalStack a moment later: poll for
+    # up to delivery_wait seconds until every expected message is in.
+    received: dict[str, list[dict[str, Any]]] = {q: [] for q in sorted({e[1] for e in expected})}
+    deadline = time.monotonic() + delivery_wait
+    while True:
+        for queue_url in received:
+            received[queue_url] += [json.loads(m["Body"]) for m in drain(sqs, queue_url)]
+        seen = {b.get("detail", {}).get("self_test") for bodies in received.values() for b in bodies}
+        if all(nonce in seen for _, _, nonce, _ in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     for logical_id, queue_url, nonce, detail_type in expected:
         check(
             any(b.get("detail", {}).get("self_test") == nonce and b.get("detail-type") == detail_type for b in received[queue_url]),
@@ -435,6 +481,7 @@ def self_test(session: Any, endpoint: str, template: dict[str, Any], result: dic
     events.put_events(
         Entries=[{"EventBusName": bus, "Source": "tally", "DetailType": "StockReceived", "Detail": json.dumps({"subject": "inventory-self-test"})}]
     )
+    time.sleep(delivery_wait)  # give an asynchronous emulator the time a delivery would take
     for queue_url in sorted(received):
         check(not drain(sqs, queue_url), f"nothing delivered to {queue_url} for an inventory event")
     return failures
@@ -468,11 +515,13 @@ def deploy(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     sam_template = read_template(args.template)
     check_parameter(sam_template, "Stage", args.stage)
     point_code_at_placeholder(sam_template)
+    builds = point_code_at_builds(sam_template, args.code_dir) if args.code_dir else {}
     template = expand_sam(sam_template, parameters)
-    mappings = take_event_source_mappings(template)
-    log(f"expanded {args.template}: {len(template['Resources'])} resources, {len(mappings)} event source mappings set aside")
+    mappings = take_event_source_mappings(template, remove=not args.keep_event_source_mappings)
+    kept = "kept" if args.keep_event_source_mappings else "set aside"
+    log(f"expanded {args.template}: {len(template['Resources'])} resources, {len(mappings)} event source mappings {kept}")
 
-    upload_placeholder_code(session, args.endpoint, args.region)
+    upload_placeholder_code(session, args.endpoint, args.region, builds)
     cfn = session.client("cloudformation", endpoint_url=args.endpoint)
     description = create_stack(cfn, stack, template, parameters)
     outputs, probes = stack_outputs(description)
@@ -489,17 +538,37 @@ def deploy(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     }
     log(f"stack {stack} CREATE_COMPLETE in {time.monotonic() - started:.2f} s")
 
-    failures = self_test(session, args.endpoint, template, result) if args.self_test else []
+    failures = (
+        self_test(
+            session,
+            args.endpoint,
+            template,
+            result,
+            delivery_wait=args.delivery_wait,
+            check_delivery=not args.keep_event_source_mappings,
+        )
+        if args.self_test
+        else []
+    )
     return result, failures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--endpoint", required=True, help="the moto server, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--endpoint", required=True, help="the emulator (moto or LocalStack), e.g. http://127.0.0.1:5000")
     parser.add_argument("--stage", required=True, help="the Stage parameter; the stack is tally-STAGE")
     parser.add_argument("--template", default=os.path.normpath(DEFAULT_TEMPLATE), help="default: the repository's template.yaml")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--self-test", action="store_true", help="check redrive, stream, GSIs and rule delivery after deploying")
+    parser.add_argument(
+        "--delivery-wait", type=float, default=0, help="seconds the self-test waits for a rule's delivery (0 for moto, which delivers at once)"
+    )
+    parser.add_argument(
+        "--keep-event-source-mappings",
+        action="store_true",
+        help="deploy the mappings too, for an emulator that runs the functions (LocalStack); still describes them",
+    )
+    parser.add_argument("--code-dir", help="deploy each function's built binary DIR/<Binary>/bootstrap (make build: target/lambda) instead of a placeholder")
     args = parser.parse_args()
 
     from botocore.exceptions import BotoCoreError, ClientError

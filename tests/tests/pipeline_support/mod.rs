@@ -223,16 +223,28 @@ impl Pipeline {
         report
     }
 
-    /// Runs the whole read side until nothing moves.
+    /// Runs the whole read side until nothing moves. moto delivers inside
+    /// the calls, so one idle round means settled; LocalStack (any
+    /// `AWS_ENDPOINT_URL`) delivers stream records and rule targets a moment
+    /// later, so there it takes three idle rounds 300 ms apart.
     pub async fn drain(&mut self) {
-        for _ in 0..20 {
+        let asynchronous = std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|v| !v.is_empty());
+        let settled_after = if asynchronous { 3 } else { 1 };
+        let mut idle = 0;
+        for _ in 0..60 {
             let published = self.publish().await;
             let projected = self.project().await;
             if published.invocations == 0 && projected.invocations == 0 {
-                return;
+                idle += 1;
+                if idle == settled_after {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            } else {
+                idle = 0;
             }
         }
-        panic!("the pipeline did not settle in 20 rounds");
+        panic!("the pipeline did not settle in 60 rounds");
     }
 
     /// Every event of the events table, by stream, in version order.
