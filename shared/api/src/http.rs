@@ -35,6 +35,10 @@ use crate::{CommandState, OPENAPI_JSON, QueryState};
 const PAGE_MAX: u32 = 100;
 /// Most events one `/streams/{id}/events` answer holds.
 const EVENTS_PAGE_MAX: u64 = 1_000;
+/// Longest sales report, in days: on DynamoDB each day is a key to fetch
+/// (100 per BatchGetItem), so an unbounded range would let one request cost
+/// thousands.
+const SALES_MAX_DAYS: i64 = 366;
 /// Longest accepted `Idempotency-Key` / `x-correlation-id`.
 const HEADER_ID_MAX_LEN: usize = 128;
 
@@ -617,6 +621,12 @@ async fn sales_report(
     let (from, to) = (parse_day(&query, "from")?, parse_day(&query, "to")?);
     if from > to {
         return Err(ApiError::bad_request("invalid_query", "from must not be after to"));
+    }
+    if (to - from).num_days() >= SALES_MAX_DAYS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("a report covers at most {SALES_MAX_DAYS} days"),
+        ));
     }
     let days = state.reads.sales_by_day(from, to).await?;
     Ok(Json(json!({ "days": days })).into_response())
