@@ -18,6 +18,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures_util::StreamExt;
 use tracing::Instrument;
 
+/// A message's id and how its handling went.
+type Outcome<E> = (Option<String>, Result<(), E>);
+
 /// Runs `handle` on every message of `event`, grouped by `key` (group,
 /// order within the group), and reports the failures.
 pub async fn sqs_batch<'a, K, F, Fut, E>(event: &'a SqsEvent, concurrency: usize, key: K, handle: F) -> SqsBatchResponse
@@ -33,7 +36,7 @@ where
         groups.entry(group).or_default().push((order, message));
     }
     let handle = &handle;
-    let outcomes: Vec<Vec<(Option<String>, Result<(), E>)>> = futures_util::stream::iter(groups.into_values())
+    let outcomes: Vec<Vec<Outcome<E>>> = futures_util::stream::iter(groups.into_values())
         .map(|mut group| async move {
             group.sort_by_key(|(order, _)| *order);
             let mut outcomes = Vec::with_capacity(group.len());
