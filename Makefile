@@ -35,7 +35,7 @@ build: $(VENV)/.build-tools ## cross-compile every Lambda for arm64 (cargo-lambd
 	@ls -l $(foreach f,$(LAMBDAS),target/lambda/$(f)/bootstrap) | awk '{printf "%-40s %6.1f MiB\n", $$9, $$5/1048576}'
 
 test: $(VENV)/.installed ## run every test: domain specs, store contract suites, API scenarios, the AWS pipeline on the emulator (template.yaml deployed into it)
-	$(CARGO) test -j$(JOBS) --workspace
+	$(CARGO) test -j$(JOBS) --workspace --no-fail-fast
 
 lint: ## formatting and clippy, as CI checks them
 	$(CARGO) fmt --all -- --check

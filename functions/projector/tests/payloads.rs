@@ -49,8 +49,9 @@ async fn an_order_placed_message_becomes_the_orders_summary_once() {
     );
 }
 
-/// A batch with a good message, an event whose data does not decode and a
-/// body that is no event → exactly the two bad messages are reported.
+/// A batch with a good message, an event (of another order) whose data does
+/// not decode and a body that is no event → exactly the two bad messages
+/// are reported.
 #[tokio::test]
 async fn only_the_poison_messages_of_a_batch_are_reported() {
     let (_deployment, projector, reads) = setup().await;
