@@ -1,11 +1,13 @@
 //! `tally`: the operator's command line. `tally serve` runs the whole system
 //! on one machine: the HTTP API over the embedded SQLite store, with the
 //! eventual projections fed in-process from what the store committed.
+//! `tally dlq` lists and redrives a projection's dead letters on AWS.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod dlq;
 mod serve;
 
 /// Default database path, shared by every subcommand that opens the embedded store.
@@ -34,6 +36,10 @@ enum Command {
         #[arg(long, env = "TALLY_SNAPSHOT_INTERVAL", default_value_t = 1)]
         snapshot_interval: u64,
     },
+    /// A projection's dead-letter queue on AWS: list, redrive.
+    ///
+    /// Example: `tally dlq list order_summary --stage prod`
+    Dlq(dlq::DlqArgs),
 }
 
 fn init_logging() {
@@ -55,5 +61,6 @@ async fn main() -> anyhow::Result<()> {
             db,
             snapshot_interval,
         } => serve::run(port, &db, snapshot_interval).await,
+        Command::Dlq(args) => dlq::run(args).await.map(drop),
     }
 }

@@ -1,0 +1,177 @@
+//! `tally dlq list|redrive`: a projection's dead letters on AWS (or
+//! LocalStack, or the emulator, through `AWS_ENDPOINT_URL`), through the
+//! same code the tests run (`tally_bus::dlq`).
+//!
+//! A queue is named by its projection (`order_summary`, `sales_by_day`):
+//! the queue, its DLQ and the checkpoints table (where the projector
+//! records why a message failed) follow template.yaml's naming,
+//! `tally-<stage>-…`. A queue URL works too (then `--source` names the
+//! queue to redrive into).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tally_bus::dlq::{self, DeadLetter};
+use tally_domain::views::PROJECTIONS;
+use tally_store_dynamodb::FailureLog;
+
+/// `tally dlq`: a projection's dead-letter queue on AWS.
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  tally dlq list order_summary --stage prod        what is dead, and why
+  tally dlq list order_summary --json              the same, for scripts
+  tally dlq redrive order_summary --stage prod     move them back to be projected again
+
+AWS settings come from the standard chain (profile, region, AWS_ENDPOINT_URL for
+LocalStack or an emulator); queue and table names follow template.yaml:
+tally-<stage>-order-summary, tally-<stage>-order-summary-dlq, tally-<stage>-checkpoints.")]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    command: DlqCommand,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the dead messages (event type, stream, version, receives, the
+    /// projector's recorded error) without consuming them.
+    List {
+        /// A projection (order_summary, sales_by_day) or a DLQ URL.
+        queue: String,
+        /// The deployment's stage (template parameter Stage).
+        #[arg(long, env = "TALLY_STAGE", default_value = "dev")]
+        stage: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every dead message back to the projection's queue; prints how many moved.
+    Redrive {
+        /// A projection (order_summary, sales_by_day) or a DLQ URL.
+        queue: String,
+        /// The deployment's stage (template parameter Stage).
+        #[arg(long, env = "TALLY_STAGE", default_value = "dev")]
+        stage: String,
+        /// The queue to move into (needed when the DLQ is given by URL).
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+/// Runs `tally dlq`.
+pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        DlqCommand::List { queue, stage, json } => list(&queue, &stage, json).await?,
+        DlqCommand::Redrive { queue, stage, source } => redrive(&queue, &stage, source).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where a projection's messages live.
+struct Queues {
+    projection: Option<String>,
+    dlq: String,
+    source: Option<String>,
+}
+
+fn resource_name(stage: &str, projection: &str) -> String {
+    format!("tally-{stage}-{}", projection.replace('_', "-"))
+}
+
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
+    let out = sqs.get_queue_url().queue_name(name).send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot find queue {name}: {}",
+            aws_sdk_sqs::error::DisplayErrorContext(e)
+        )
+    })?;
+    out.queue_url.with_context(|| format!("no URL for queue {name}"))
+}
+
+async fn resolve(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    stage: &str,
+    source: Option<String>,
+) -> anyhow::Result<Queues> {
+    if queue.starts_with("https://") || queue.starts_with("http://") {
+        return Ok(Queues {
+            projection: None,
+            dlq: queue.to_owned(),
+            source,
+        });
+    }
+    if !PROJECTIONS.contains(&queue) {
+        bail!(
+            "unknown projection {queue:?}: name one of {} or give a queue URL",
+            PROJECTIONS.join(", ")
+        );
+    }
+    let base = resource_name(stage, queue);
+    let source = match source {
+        Some(source) => source,
+        None => queue_url(sqs, &base).await?,
+    };
+    Ok(Queues {
+        projection: Some(queue.to_owned()),
+        dlq: queue_url(sqs, &format!("{base}-dlq")).await?,
+        source: Some(source),
+    })
+}
+
+fn table(letters: &[DeadLetter]) -> String {
+    let mut out = format!(
+        "{:<38} {:<16} {:<28} {:>7} {:>8}  {}\n",
+        "message", "type", "stream", "version", "receives", "error"
+    );
+    for l in letters {
+        let _ = writeln!(
+            out,
+            "{:<38} {:<16} {:<28} {:>7} {:>8}  {}",
+            l.message_id,
+            l.event_type,
+            l.stream,
+            l.version,
+            l.receive_count,
+            l.error.as_deref().unwrap_or("(not recorded)")
+        );
+    }
+    out
+}
+
+/// `tally dlq list`.
+async fn list(queue: &str, stage: &str, json: bool) -> anyhow::Result<()> {
+    let sdk = aws_config::load_from_env().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queues = resolve(&sqs, queue, stage, None).await?;
+    let failures = FailureLog::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        format!("tally-{stage}-checkpoints"),
+    );
+    let lookup = queues.projection.as_deref().map(|p| (&failures, p));
+    let letters = dlq::list(&sqs, &queues.dlq, lookup).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&letters)?);
+    } else if letters.is_empty() {
+        println!("{}: no dead messages", queues.dlq);
+    } else {
+        print!("{}", table(&letters));
+        println!("{} dead message(s) in {}", letters.len(), queues.dlq);
+    }
+    Ok(())
+}
+
+/// `tally dlq redrive`.
+async fn redrive(queue: &str, stage: &str, source: Option<String>) -> anyhow::Result<()> {
+    let sdk = aws_config::load_from_env().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queues = resolve(&sqs, queue, stage, source).await?;
+    let Some(source) = queues.source else {
+        bail!("a dead-letter queue given by URL needs --source <queue URL> to redrive into");
+    };
+    let moved = dlq::redrive(&sqs, &queues.dlq, &source).await?;
+    println!("moved {moved} message(s) from {} back to {source}", queues.dlq);
+    Ok(())
+}
