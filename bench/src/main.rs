@@ -9,16 +9,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use tally_core::chain::verify_all_chains;
+use tally_core::projection::{History, RebuildMode, RebuildOptions, rebuild, verify_projection};
 use tally_core::{
     AppendBatch, Decider, EventEnvelope, EventStore, Metadata, ProjectionSink, Snapshot, StreamAppend, StreamId,
     deliver, encode_event, fold_events, load_aggregate, seal,
 };
+use tally_domain::recompute::MemoryModel;
+use tally_domain::views::{ORDER_SUMMARY, SALES_BY_DAY};
 use tally_domain::views::{apply_order_summary, sales_delta};
 use tally_domain::{
     Cents, Currency, CustomerId, Inventory, InventoryAction, InventoryCommand, InventoryEvent, InventoryState, Order,
     OrderAction, OrderCommand, OrderEvent, OrderId, OrderLine, ProductName, Quantity, Sku,
 };
-use tally_store_sqlite::{OrderProjectionSink, SqliteStore};
+use tally_store_sqlite::{OrderProjectionSink, SqliteGenerations, SqliteStore, live_sink};
 
 const STREAM_LEN: u64 = 100_000;
 
@@ -192,7 +196,12 @@ async fn rehydration(dir: &std::path::Path) {
 
 /// Order streams: placed, confirmed, then cancelled or shipped.
 fn order_streams(orders: u64) -> Vec<Vec<EventEnvelope>> {
-    (0..orders)
+    order_streams_range(0..orders)
+}
+
+/// Orders `range`'s streams, as [`order_streams`] makes them.
+fn order_streams_range(range: std::ops::Range<u64>) -> Vec<Vec<EventEnvelope>> {
+    range
         .map(|i| {
             let stream = StreamId::parse(format!("order-b{i}")).expect("stream");
             let mut events = vec![
@@ -302,6 +311,112 @@ async fn projections(dir: &std::path::Path) {
     );
 }
 
+/// Events in the store the rebuild and verification figures replay.
+const REPLAY_EVENTS: u64 = 1_000_000;
+
+/// Seeds `REPLAY_EVENTS` order events (3 per order) straight through the
+/// store's append, a thousand streams per transaction, generated a slice at
+/// a time so the history never sits in memory whole.
+async fn seed_history(store: &SqliteStore) {
+    let orders = REPLAY_EVENTS.div_ceil(3);
+    let slice = 5_000u64;
+    for first in (0..orders).step_by(slice as usize) {
+        let streams = order_streams_range(first..(first + slice).min(orders));
+        for chunk in streams.chunks(1_000) {
+            let appends = chunk
+                .iter()
+                .map(|events| StreamAppend {
+                    stream_id: events[0].stream_id.clone(),
+                    expected_version: 0,
+                    events: events.clone(),
+                    snapshot: None,
+                    view: None,
+                })
+                .collect();
+            store
+                .append(AppendBatch {
+                    streams: appends,
+                    idempotency: None,
+                })
+                .await
+                .expect("seed");
+        }
+    }
+}
+
+/// `tally rebuild` and `tally verify` on SQLite over a million events: the
+/// same drivers and adapters the CLI runs, without the progress bar.
+async fn replay(dir: &std::path::Path) {
+    let store = SqliteStore::open(dir.join("replay.db")).expect("store");
+    let start = Instant::now();
+    seed_history(&store).await;
+    let events = store.count_events().await.expect("count");
+    report(
+        "seed 1M order events (direct append, 1000 streams/txn)",
+        format!("{:.1} s", start.elapsed().as_secs_f64()),
+        "",
+    );
+
+    for (projection, mode, label) in [
+        (
+            ORDER_SUMMARY,
+            RebuildMode::BlueGreen,
+            "rebuild order_summary, blue-green, 1M events",
+        ),
+        (
+            SALES_BY_DAY,
+            RebuildMode::Truncate,
+            "rebuild sales_by_day, truncate, 1M events",
+        ),
+    ] {
+        let generations = SqliteGenerations::new(&store, projection).expect("generations");
+        let start = Instant::now();
+        let done = rebuild(&store, &generations, mode, RebuildOptions::default(), &mut ())
+            .await
+            .expect("rebuild");
+        let elapsed = start.elapsed();
+        assert_eq!(done.replayed, events, "every event replayed");
+        report(label, format!("{:.2} s", elapsed.as_secs_f64()), "goal < 10 s");
+        report("  = rebuild throughput", per_second(elapsed, done.replayed), "events/s");
+    }
+
+    let start = Instant::now();
+    let chains = verify_all_chains(&store, 20_000, &mut (), &mut |_| {})
+        .await
+        .expect("verify chain");
+    assert!(chains.breaks.is_empty() && chains.events == events);
+    report(
+        "verify chain, 1M events (SHA-256 per event)",
+        per_second(start.elapsed(), chains.events),
+        "events/s",
+    );
+
+    let start = Instant::now();
+    let memory = MemoryModel::new(ORDER_SUMMARY).expect("model");
+    let stored = live_sink(ORDER_SUMMARY, &store).expect("sink");
+    let verdict = verify_projection(&store, &stored, &memory, Some("order"), 20_000, &mut ())
+        .await
+        .expect("verify projections");
+    assert!(
+        verdict.is_consistent() && verdict.events == events,
+        "{:?}",
+        verdict.diffs.first()
+    );
+    report(
+        "verify projections order_summary, 1M events",
+        per_second(start.elapsed(), verdict.events),
+        "events/s",
+    );
+    let start = Instant::now();
+    let counted = store.count_after(&0, None).await.expect("count");
+    black_box(counted);
+    report(
+        "  (of which counting the history for the ETA)",
+        format!("{:.0} ms", start.elapsed().as_secs_f64() * 1e3),
+        "",
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -309,7 +424,19 @@ async fn main() {
         "Tally in-process benchmarks ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    decide_and_evolve();
-    rehydration(dir.path()).await;
-    projections(dir.path()).await;
+    // `tally-bench replay` runs one section; no argument runs them all.
+    let only = std::env::args().nth(1);
+    let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    if wanted("decide") {
+        decide_and_evolve();
+    }
+    if wanted("rehydrate") {
+        rehydration(dir.path()).await;
+    }
+    if wanted("project") {
+        projections(dir.path()).await;
+    }
+    if wanted("replay") {
+        replay(dir.path()).await;
+    }
 }

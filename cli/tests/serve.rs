@@ -1,73 +1,21 @@
 //! `tally serve` as a user runs it: the real binary on 127.0.0.1 with a port
 //! the OS picks, a SQLite file, and plain HTTP over loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    address: String,
-}
+mod support;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Server, request, temp_db};
 
 fn start(db: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--port", "0", "--db"])
-        .arg(db)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tally serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let address = loop {
-        let line = lines.next().expect("server exited before listening").expect("log line");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if let Some(address) = log["fields"]["address"].as_str() {
-            break address.to_owned();
-        }
-    };
-    // Keep draining the logs so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, address }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
-fn request(address: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    Server::start(db)
 }
 
 /// The README walkthrough against the real binary: register, receive, order,
 /// read back; then a restart keeps every acknowledged write.
 #[test]
 fn serve_runs_the_walkthrough_and_survives_a_restart() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("tally.db");
+    let (_dir, db) = temp_db();
     let server = start(&db);
     let a = server.address.as_str();
 

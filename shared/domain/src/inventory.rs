@@ -9,6 +9,14 @@
 //! stored as a snapshot on every event (DynamoDB items stop at 400 KB), and the
 //! order stream already records which reservation each release or commit
 //! settles (a cancel or ship is appended atomically with it, once).
+//!
+//! Migration: a SKU brought over from a legacy system starts its stream with
+//! one `InventoryImported` (decided by [`Inventory::decide_import`], never by
+//! an API command). Its `on_hand` is the physical count, units held by the
+//! legacy system's open orders included; those orders are imported with
+//! `OrderImported` and reserve their units here with ordinary
+//! `StockReserved` events, through the same availability check as any order,
+//! so an import can never leave `reserved > on_hand` either.
 
 use std::sync::LazyLock;
 
@@ -63,6 +71,17 @@ pub enum InventoryEvent {
         on_hand: u64,
         /// Why the count changed.
         reason: String,
+    },
+    /// Migration: the SKU came over from a legacy system with `on_hand` units
+    /// (the physical count, including units its open orders hold). Starts a
+    /// stream, like `SkuRegistered`, with the count already set.
+    InventoryImported {
+        /// The SKU.
+        sku: Sku,
+        /// Display name.
+        name: ProductName,
+        /// Units physically on hand in the legacy system.
+        on_hand: u64,
     },
 }
 
@@ -186,6 +205,10 @@ impl Decider for Inventory {
             InventoryEvent::StockAdjusted { on_hand, .. } => {
                 state.on_hand = *on_hand;
             }
+            InventoryEvent::InventoryImported { sku, name, on_hand } => {
+                state.registered = Some((sku.clone(), name.clone()));
+                state.on_hand = *on_hand;
+            }
         }
         state
     }
@@ -272,5 +295,32 @@ impl Decider for Inventory {
 
     fn upcasters() -> &'static Upcasters {
         &UPCASTERS
+    }
+}
+
+impl Inventory {
+    /// Decides the migration of a legacy SKU: `InventoryImported` on a stream
+    /// that does not exist yet. Not an API command (the API's commands never
+    /// set a count on a new SKU): only `tally import` calls it.
+    pub fn decide_import(
+        state: &InventoryState,
+        sku: &Sku,
+        name: &ProductName,
+        on_hand: u64,
+    ) -> Result<Vec<InventoryEvent>, DomainError> {
+        if state.registered.is_some() {
+            return Err(DomainError::SkuAlreadyRegistered { sku: sku.clone() });
+        }
+        if on_hand > ON_HAND_MAX {
+            return Err(DomainError::StockLimitExceeded {
+                sku: sku.clone(),
+                max: ON_HAND_MAX,
+            });
+        }
+        Ok(vec![InventoryEvent::InventoryImported {
+            sku: sku.clone(),
+            name: name.clone(),
+            on_hand,
+        }])
     }
 }

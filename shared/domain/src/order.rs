@@ -7,6 +7,15 @@
 //!
 //! Schema history: `OrderPlaced` schema 1 had no `currency` (every order was
 //! in USD); schema 2 carries it. The upcaster below turns 1 into 2.
+//!
+//! Migration: an order still open in a legacy system (placed or confirmed)
+//! starts its stream with one `OrderImported`, decided by
+//! [`Order::decide_import`]. Like `OrderPlaced`, it is appended atomically
+//! with a `StockReserved` on every line's SKU stream, each decided by the
+//! inventory decider's ordinary availability check: an imported order holds
+//! its stock exactly as a placed one does, so cancelling or shipping it later
+//! releases or commits that stock, and an import that would oversell is
+//! rejected before anything is written.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -73,6 +82,44 @@ pub enum OrderEvent {
     },
     /// Shipped; the lines' reservations were committed.
     OrderShipped {},
+    /// Migration: an order still open in a legacy system, with its stock
+    /// reserved (see the module documentation). Schema 1.
+    OrderImported {
+        /// The order.
+        order_id: OrderId,
+        /// Who ordered.
+        customer_id: CustomerId,
+        /// What was ordered.
+        lines: Vec<OrderLine>,
+        /// The prices' currency.
+        currency: Currency,
+        /// Where the legacy system had got to: placed or confirmed.
+        status: OpenStatus,
+        /// When the legacy system took the order (ms since epoch): the order's
+        /// placing time in the read models, and the day its sale is booked on.
+        placed_at_ms: i64,
+    },
+}
+
+/// The statuses an order can be imported in: only open orders come over
+/// (a closed order holds no stock and changes nothing any more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenStatus {
+    /// Placed, not paid.
+    Placed,
+    /// Paid, not shipped.
+    Confirmed,
+}
+
+impl OpenStatus {
+    /// The lifecycle status this is.
+    pub fn status(self) -> OrderStatus {
+        match self {
+            Self::Placed => OrderStatus::Placed,
+            Self::Confirmed => OrderStatus::Confirmed,
+        }
+    }
 }
 
 /// `OrderPlaced` schema 1 → 2: orders before currencies were in USD.
@@ -225,6 +272,18 @@ impl Decider for Order {
             OrderEvent::OrderConfirmed {} => state.status = OrderStatus::Confirmed,
             OrderEvent::OrderCancelled { .. } => state.status = OrderStatus::Cancelled,
             OrderEvent::OrderShipped {} => state.status = OrderStatus::Shipped,
+            OrderEvent::OrderImported {
+                customer_id,
+                lines,
+                currency,
+                status,
+                ..
+            } => {
+                state.status = status.status();
+                state.customer_id = Some(customer_id.clone());
+                state.lines.clone_from(lines);
+                state.currency = currency.clone();
+            }
         }
         state
     }
@@ -282,6 +341,47 @@ impl Decider for Order {
 
     fn upcasters() -> &'static Upcasters {
         &UPCASTERS
+    }
+}
+
+/// An open order as a legacy system holds it, to be imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderImport {
+    /// Who ordered.
+    pub customer_id: CustomerId,
+    /// 1–50 lines, each SKU once.
+    pub lines: Vec<OrderLine>,
+    /// The prices' currency.
+    pub currency: Currency,
+    /// Placed or confirmed.
+    pub status: OpenStatus,
+    /// When the legacy system took the order (ms since epoch).
+    pub placed_at_ms: i64,
+}
+
+impl Order {
+    /// Decides the migration of a legacy open order: `OrderImported` on a
+    /// stream that does not exist yet. Not an API command: only `tally
+    /// import` calls it, and appends the lines' reservations with it.
+    pub fn decide_import(
+        state: &OrderState,
+        order_id: &OrderId,
+        import: &OrderImport,
+    ) -> Result<Vec<OrderEvent>, DomainError> {
+        if state.status != OrderStatus::New {
+            return Err(DomainError::OrderAlreadyExists {
+                order_id: order_id.clone(),
+            });
+        }
+        check_lines(&import.lines)?;
+        Ok(vec![OrderEvent::OrderImported {
+            order_id: order_id.clone(),
+            customer_id: import.customer_id.clone(),
+            lines: import.lines.clone(),
+            currency: import.currency.clone(),
+            status: import.status,
+            placed_at_ms: import.placed_at_ms,
+        }])
     }
 }
 

@@ -104,6 +104,28 @@ pub fn apply_order_summary(
             placed_at_ms: timestamp_ms,
             version,
         },
+        (
+            OrderEvent::OrderImported {
+                order_id,
+                customer_id,
+                lines,
+                currency,
+                status,
+                placed_at_ms,
+            },
+            _,
+        ) => OrderSummary {
+            order_id: order_id.clone(),
+            customer_id: customer_id.clone(),
+            status: status.status(),
+            lines: lines.clone(),
+            total_cents: lines.iter().map(OrderLine::total_cents).sum(),
+            currency: currency.as_str().to_owned(),
+            // The legacy placing time, not the import's: a customer's orders
+            // stay in the order they were taken.
+            placed_at_ms: *placed_at_ms,
+            version,
+        },
         (_, None) => return None,
         (OrderEvent::OrderConfirmed {}, Some(row)) => OrderSummary {
             status: OrderStatus::Confirmed,
@@ -157,11 +179,16 @@ pub fn utc_day(timestamp_ms: i64) -> NaiveDate {
         .unwrap_or_default()
 }
 
-/// The sales change an order event causes, if any.
+/// The sales change an order event causes, if any. An imported open order
+/// is booked on the day the legacy system took it, so that cancelling it
+/// later nets out against a sale that was counted.
 pub fn sales_delta(event: &OrderEvent, timestamp_ms: i64) -> Option<SalesDelta> {
-    let (sign, lines) = match event {
-        OrderEvent::OrderPlaced { lines, .. } => (1, lines),
-        OrderEvent::OrderCancelled { lines, .. } => (-1, lines),
+    let (sign, lines, timestamp_ms) = match event {
+        OrderEvent::OrderPlaced { lines, .. } => (1, lines, timestamp_ms),
+        OrderEvent::OrderImported {
+            lines, placed_at_ms, ..
+        } => (1, lines, *placed_at_ms),
+        OrderEvent::OrderCancelled { lines, .. } => (-1, lines, timestamp_ms),
         OrderEvent::OrderConfirmed {} | OrderEvent::OrderShipped {} => return None,
     };
     let units: u64 = lines.iter().map(|l| u64::from(l.quantity.get())).sum();

@@ -1,5 +1,6 @@
 //! [`EventStore`] on SQLite: conditional, atomic multi-stream appends;
 //! snapshot-aware loading; ranges; time reads; idempotency records.
+//! It never rewrites a stored event: the hash chain covers every column.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -11,28 +12,36 @@ use tally_core::{
 
 use crate::{SqliteStore, sql_error};
 
-const EVENT_COLUMNS: &str =
+/// The envelope's columns, then the inline snapshot's.
+pub(crate) const EVENT_COLUMNS: &str =
     "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash, snapshot, snapshot_schema";
 
-/// One stored row: the envelope and, when present, its inline snapshot.
-pub(crate) fn event_from_row(row: &Row<'_>) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
-    let stream: String = row.get(0).map_err(sql_error)?;
-    let version: u64 = row.get(1).map_err(sql_error)?;
-    let text = |i: usize| -> Result<String, StoreError> { row.get(i).map_err(sql_error) };
+/// The envelope stored in the nine columns from `first` on (`stream_id,
+/// version, event_id, event_type, schema, data, metadata, ts, hash`).
+pub(crate) fn envelope_at(row: &Row<'_>, first: usize) -> Result<EventEnvelope, StoreError> {
+    let stream: String = row.get(first).map_err(sql_error)?;
+    let version: u64 = row.get(first + 1).map_err(sql_error)?;
+    let text = |i: usize| -> Result<String, StoreError> { row.get(first + i).map_err(sql_error) };
     let json = |i: usize| -> Result<Value, StoreError> {
         serde_json::from_str(&text(i)?).map_err(|e| StoreError::corrupt(&stream, version, e))
     };
-    let envelope = EventEnvelope {
+    Ok(EventEnvelope {
         stream_id: StreamId::parse(stream.clone()).map_err(|e| StoreError::corrupt(&stream, version, e))?,
         version,
         event_id: text(2)?.parse().map_err(|e| StoreError::corrupt(&stream, version, e))?,
         event_type: text(3)?,
-        schema: row.get(4).map_err(sql_error)?,
+        schema: row.get(first + 4).map_err(sql_error)?,
         data: json(5)?,
         metadata: serde_json::from_value(json(6)?).map_err(|e| StoreError::corrupt(&stream, version, e))?,
-        timestamp_ms: row.get(7).map_err(sql_error)?,
+        timestamp_ms: row.get(first + 7).map_err(sql_error)?,
         hash: text(8)?,
-    };
+    })
+}
+
+/// One stored row: the envelope and, when present, its inline snapshot.
+pub(crate) fn event_from_row(row: &Row<'_>) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
+    let envelope = envelope_at(row, 0)?;
+    let version = envelope.version;
     let snapshot_text: Option<String> = row.get(9).map_err(sql_error)?;
     let snapshot_schema: Option<u32> = row.get(10).map_err(sql_error)?;
     // A snapshot that does not parse is a cache miss, not an error.

@@ -9,8 +9,16 @@
 //! failing condition never undoes another command. Several processes may open
 //! the same file: their writers take SQLite's write lock in turn and a lost
 //! race is a version conflict, never corruption.
+//!
+//! The eventual models live in generations (see `schema`), so that a
+//! rebuild can fill a new one beside the one readers see and switch them in
+//! one transaction; [`SqliteGenerations`] drives that for `tally rebuild`,
+//! and the store reads its whole history in bulk through the core's
+//! `History` and `StreamScan` ports for replays and verification.
 
 mod events;
+mod generations;
+mod history;
 mod projections;
 mod schema;
 mod tail;
@@ -23,7 +31,8 @@ use rusqlite::{Connection, OpenFlags};
 use tally_core::StoreError;
 use tokio::sync::watch;
 
-pub use projections::{OrderProjectionSink, projection_sink};
+pub use generations::SqliteGenerations;
+pub use projections::{OrderProjectionSink, batch_sink, live_sink, projection_sink};
 pub use tail::{TAIL_BATCH, Tailer};
 use writer::Writer;
 
@@ -65,6 +74,14 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, rusqlite:
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Model tables are named per generation, so statements are too: room
+    // for every model's statements of a live and a building generation.
+    conn.set_prepared_statement_cache_capacity(128);
+    // Every write runs in a savepoint (group commit), whose sub-journal
+    // would otherwise be a temporary file: keep it in memory. A larger page
+    // cache keeps a rebuild's model tables and indexes out of the kernel's.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", if read_only { -16_384 } else { -131_072 })?;
     if !read_only {
         // FULL: the WAL is synced at every commit, so an acknowledged command
         // survives a power cut (group commit keeps that affordable).

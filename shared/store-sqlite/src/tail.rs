@@ -2,10 +2,15 @@
 //! committed (in commit order) and feeds it to the eventual projections
 //! through the core projection runtime, the same runtime the projector Lambda
 //! runs. Nothing is projected "after commit" by the command path itself.
+//!
+//! A sink that can apply many events in one write gets each round's events
+//! as one batch (one transaction instead of one per event); if a batch
+//! fails, its events go one by one, so a poison event fails only itself.
 
 use std::sync::Arc;
 
 use rusqlite::{OptionalExtension, params};
+use tally_core::projection::{BatchProjectionSink, deliver_batch};
 use tally_core::{Delivery, EventEnvelope, ProjectionSink, StoreError, deliver};
 
 use crate::events::event_from_row;
@@ -16,16 +21,62 @@ pub const TAIL_BATCH: u32 = 1_000;
 
 const CONSUMER: &str = "serve";
 
+/// A sink the tail feeds, by the write it can do.
+enum TailSink {
+    /// One event per write.
+    One(Arc<dyn ProjectionSink>),
+    /// A round's events in one write.
+    Batch(Arc<dyn BatchProjectionSink>),
+}
+
+impl TailSink {
+    fn one(&self) -> &dyn ProjectionSink {
+        match self {
+            Self::One(sink) => sink.as_ref(),
+            Self::Batch(sink) => sink.as_ref(),
+        }
+    }
+}
+
 /// Feeds committed events to projections.
 pub struct Tailer {
     store: SqliteStore,
-    sinks: Vec<Arc<dyn ProjectionSink>>,
+    sinks: Vec<TailSink>,
 }
 
 impl Tailer {
-    /// A tailer feeding `sinks` from `store`.
+    /// A tailer feeding `sinks` from `store`, one event per write.
     pub fn new(store: SqliteStore, sinks: Vec<Arc<dyn ProjectionSink>>) -> Self {
-        Self { store, sinks }
+        Self {
+            store,
+            sinks: sinks.into_iter().map(TailSink::One).collect(),
+        }
+    }
+
+    /// A tailer feeding `sinks` from `store`, a round's events per write.
+    pub fn batched(store: SqliteStore, sinks: Vec<Arc<dyn BatchProjectionSink>>) -> Self {
+        Self {
+            store,
+            sinks: sinks.into_iter().map(TailSink::Batch).collect(),
+        }
+    }
+
+    async fn deliver_each(&self, sink: &dyn ProjectionSink, events: &[EventEnvelope]) {
+        for event in events {
+            match deliver(&self.store, sink, event).await {
+                Ok(Delivery::Applied { repaired }) if repaired > 0 => {
+                    tracing::info!(projection = sink.name(), stream = %event.stream_id, repaired, "gap repaired");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(
+                    projection = sink.name(),
+                    stream = %event.stream_id,
+                    version = event.version,
+                    %error,
+                    "projection failed; it will be retried when the stream moves on"
+                ),
+            }
+        }
     }
 
     async fn cursor(&self) -> Result<i64, StoreError> {
@@ -71,24 +122,28 @@ impl Tailer {
             let Some(&(last, _)) = batch.last() else {
                 return Ok(fed);
             };
-            for (_, event) in &batch {
-                for sink in &self.sinks {
-                    match deliver(&self.store, sink.as_ref(), event).await {
-                        Ok(Delivery::Applied { repaired }) if repaired > 0 => {
-                            tracing::info!(projection = sink.name(), stream = %event.stream_id, repaired, "gap repaired");
+            let events: Vec<EventEnvelope> = batch.into_iter().map(|(_, event)| event).collect();
+            for sink in &self.sinks {
+                match sink {
+                    TailSink::One(sink) => self.deliver_each(sink.as_ref(), &events).await,
+                    TailSink::Batch(batch_sink) => match deliver_batch(&self.store, batch_sink.as_ref(), &events).await
+                    {
+                        Ok(report) if report.repaired > 0 => {
+                            tracing::info!(
+                                projection = batch_sink.name(),
+                                repaired = report.repaired,
+                                "gaps repaired"
+                            );
                         }
                         Ok(_) => {}
-                        Err(error) => tracing::error!(
-                            projection = sink.name(),
-                            stream = %event.stream_id,
-                            version = event.version,
-                            %error,
-                            "projection failed; it will be retried when the stream moves on"
-                        ),
-                    }
+                        Err(error) => {
+                            tracing::warn!(projection = batch_sink.name(), %error, "batch failed; delivering one by one");
+                            self.deliver_each(sink.one(), &events).await;
+                        }
+                    },
                 }
             }
-            fed += batch.len() as u64;
+            fed += events.len() as u64;
             self.store
                 .write(move |conn| {
                     conn.execute(
