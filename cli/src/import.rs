@@ -35,10 +35,10 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Map, Value};
 use tally_core::{
-    Aggregate, AppendBatch, CommandError, Decider, EventStore, InlineView, Metadata, RetryPolicy, SnapshotPolicy,
-    StoreError, StreamAppend, StreamId, decode_event, encode_event, load_aggregate, retry_on_conflict,
+    Aggregate, AppendBatch, CommandError, Decider, EventStore, Metadata, RetryPolicy, SnapshotPolicy, StoreError,
+    StreamAppend, StreamId, decode_event, encode_event, load_aggregate, retry_on_conflict,
 };
-use tally_domain::views::{INVENTORY_LEVELS, InventoryLevel};
+use tally_domain::views::InventoryLevel;
 use tally_domain::{
     Cents, Currency, CustomerId, DomainError, Inventory, InventoryAction, InventoryCommand, InventoryEvent,
     InventoryState, OpenStatus, Order, OrderEvent, OrderId, OrderImport, OrderLine, ProductName, Quantity, Sku,
@@ -705,17 +705,8 @@ fn inventory_append(
     let prepared = aggregate.prepare(events, metadata, now_ms, SnapshotPolicy::every(1))?;
     let mut append = prepared.append;
     let version = aggregate.version + events.len() as u64;
-    append.view = InventoryLevel::from_state(&prepared.state, version)
-        .map(|level| {
-            serde_json::to_value(&level).map(|row| InlineView {
-                model: INVENTORY_LEVELS.to_owned(),
-                key: level.sku.as_str().to_owned(),
-                version,
-                row,
-            })
-        })
-        .transpose()
-        .map_err(|e| StoreError::InvalidAppend(e.to_string()))?;
+    append.view =
+        InventoryLevel::inline_view(&prepared.state, version).map_err(|e| StoreError::InvalidAppend(e.to_string()))?;
     Ok(append)
 }
 

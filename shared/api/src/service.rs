@@ -11,10 +11,10 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use serde_json::{Value, json};
 use tally_core::{
-    Aggregate, AppendBatch, CommandError, Decider, EventStore, IdempotencyRecord, InlineView, Metadata, Prepared,
-    RetryPolicy, SnapshotPolicy, StoreError, StreamAppend, StreamId, load_aggregate, retry_on_conflict,
+    Aggregate, AppendBatch, CommandError, Decider, EventStore, IdempotencyRecord, Metadata, Prepared, RetryPolicy,
+    SnapshotPolicy, StoreError, StreamAppend, StreamId, load_aggregate, retry_on_conflict,
 };
-use tally_domain::views::{INVENTORY_LEVELS, InventoryLevel};
+use tally_domain::views::InventoryLevel;
 use tally_domain::{
     Currency, CustomerId, DomainError, Inventory, InventoryAction, InventoryCommand, Order, OrderAction, OrderCommand,
     OrderId, OrderLine, ProductName, Quantity, Sku,
@@ -133,16 +133,7 @@ impl CommandService {
         let Prepared { mut append, state } = self.prepare(aggregate, events, ctx, now)?;
         let version = aggregate.version + events.len() as u64;
         // inventory_levels is inline: its row commits with the events.
-        append.view = InventoryLevel::from_state(&state, version)
-            .map(|level| {
-                serde_json::to_value(&level).map(|row| InlineView {
-                    model: INVENTORY_LEVELS.to_owned(),
-                    key: level.sku.as_str().to_owned(),
-                    version,
-                    row,
-                })
-            })
-            .transpose()
+        append.view = InventoryLevel::inline_view(&state, version)
             .map_err(|e| CommandError::Store(StoreError::InvalidAppend(e.to_string())))?;
         Ok(append)
     }

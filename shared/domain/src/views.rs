@@ -10,6 +10,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate};
 use serde::{Deserialize, Serialize};
+use tally_core::InlineView;
 
 use crate::ids::{CustomerId, OrderId, Sku};
 use crate::inventory::InventoryState;
@@ -53,6 +54,21 @@ impl InventoryLevel {
             available: state.available(),
             version,
         })
+    }
+
+    /// The inline row the command path writes in the same transaction as a
+    /// SKU's events at `version` (`None` while unregistered).
+    pub fn inline_view(state: &InventoryState, version: u64) -> Result<Option<InlineView>, serde_json::Error> {
+        Self::from_state(state, version)
+            .map(|level| {
+                serde_json::to_value(&level).map(|row| InlineView {
+                    model: INVENTORY_LEVELS.to_owned(),
+                    key: level.sku.as_str().to_owned(),
+                    version,
+                    row,
+                })
+            })
+            .transpose()
     }
 }
 
