@@ -21,28 +21,45 @@ use tracing::Instrument;
 /// A message's id and how its handling went.
 type Outcome<E> = (Option<String>, Result<(), E>);
 
-/// Runs `handle` on every message of `event`, grouped by `key` (group,
-/// order within the group), and reports the failures.
-pub async fn sqs_batch<'a, K, F, Fut, E>(event: &'a SqsEvent, concurrency: usize, key: K, handle: F) -> SqsBatchResponse
+/// What `prepare` makes of a message: its group, its order within the
+/// group, and whatever it parsed on the way (handed to `handle`, so a body
+/// is read once).
+pub struct Grouped<T> {
+    /// Messages of one group run one after another.
+    pub group: String,
+    /// The order within the group.
+    pub order: u64,
+    /// Passed to `handle` with the message.
+    pub item: T,
+}
+
+/// Runs `handle` on every message of `event`, grouped as `prepare` says,
+/// and reports the failures.
+pub async fn sqs_batch<'a, T, P, F, Fut, E>(
+    event: &'a SqsEvent,
+    concurrency: usize,
+    prepare: P,
+    handle: F,
+) -> SqsBatchResponse
 where
-    K: Fn(&SqsMessage) -> (String, u64),
-    F: Fn(&'a SqsMessage) -> Fut,
+    P: Fn(&SqsMessage) -> Grouped<T>,
+    F: Fn(&'a SqsMessage, T) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let mut groups: BTreeMap<String, Vec<(u64, &'a SqsMessage)>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<(u64, &'a SqsMessage, T)>> = BTreeMap::new();
     for message in &event.records {
-        let (group, order) = key(message);
-        groups.entry(group).or_default().push((order, message));
+        let Grouped { group, order, item } = prepare(message);
+        groups.entry(group).or_default().push((order, message, item));
     }
     let handle = &handle;
     let outcomes: Vec<Vec<Outcome<E>>> = futures_util::stream::iter(groups.into_values())
         .map(|mut group| async move {
-            group.sort_by_key(|(order, _)| *order);
+            group.sort_by_key(|(order, _, _)| *order);
             let mut outcomes = Vec::with_capacity(group.len());
-            for (_, message) in group {
+            for (_, message, item) in group {
                 let span = tracing::info_span!("message", message_id = message.message_id.as_deref().unwrap_or(""));
-                outcomes.push((message.message_id.clone(), handle(message).instrument(span).await));
+                outcomes.push((message.message_id.clone(), handle(message, item).instrument(span).await));
             }
             outcomes
         })

@@ -16,8 +16,8 @@ use tally_store_dynamodb::schema::ENV_CHECKPOINTS_TABLE;
 use tally_store_dynamodb::{DynamoConfig, DynamoProjectionSink, DynamoStore, FailureLog, MissingSetting, Settings};
 use tracing::Instrument;
 
-use crate::batch::sqs_batch;
-use crate::detail::{DetailError, EventDetail};
+use crate::batch::{Grouped, sqs_batch};
+use crate::detail::{BusMessage, DetailError, EventDetail};
 use crate::telemetry::{error_chain, metric, trace_id};
 
 /// Messages of one batch projected at once (deliveries of one stream may
@@ -101,8 +101,11 @@ impl Projector {
 
     /// Projects one message body.
     pub async fn project_body(&self, body: &str) -> Result<Delivery, MessageError> {
-        let message = EventDetail::from_message_body(body)?;
-        let detail = message.detail;
+        self.project_detail(EventDetail::from_message_body(body)?.detail).await
+    }
+
+    /// Projects one event detail (a parsed message).
+    async fn project_detail(&self, detail: EventDetail) -> Result<Delivery, MessageError> {
         let (stream, version) = (detail.subject.clone(), detail.streamversion);
         let span = tracing::info_span!(
             "project",
@@ -151,38 +154,44 @@ impl Projector {
         }
     }
 
-    async fn project_message(&self, message: &SqsMessage) -> Result<(), MessageError> {
-        let body = message.body.as_deref().unwrap_or_default();
-        match self.project_body(body).await {
-            Ok(_) => Ok(()),
-            Err(error @ MessageError::Detail(DetailError::Malformed(_))) => {
+    /// Projects a message parsed once, up front, for grouping.
+    async fn project_parsed(&self, parsed: Result<BusMessage, DetailError>) -> Result<(), MessageError> {
+        match parsed {
+            Ok(message) => self.project_detail(message.detail).await.map(drop),
+            Err(error) => {
+                let error = MessageError::Detail(error);
                 metrics::counter!(metric::PROJECTION_FAILURES, "projection" => self.sink.name().to_owned())
                     .increment(1);
                 tracing::error!(error = %error_chain(&error), "unreadable message");
                 Err(error)
             }
-            Err(error) => Err(error),
         }
     }
 
     /// Projects an SQS batch and names the messages that failed. Streams
     /// are projected concurrently; the events of one stream in version order.
     pub async fn project(&self, event: &SqsEvent) -> SqsBatchResponse {
-        sqs_batch(event, self.concurrency, stream_and_version, |message| {
-            self.project_message(message)
+        sqs_batch(event, self.concurrency, parse_for_grouping, |_, parsed| {
+            self.project_parsed(parsed)
         })
         .await
     }
 }
 
-/// A message's stream and version, for grouping; an unreadable message is
-/// a group of its own (it fails alone).
-fn stream_and_version(message: &SqsMessage) -> (String, u64) {
-    match EventDetail::from_message_body(message.body.as_deref().unwrap_or_default()) {
-        Ok(parsed) => (parsed.detail.subject.to_string(), parsed.detail.streamversion),
+/// A message's stream and version, for grouping, with the parsed message;
+/// an unreadable message is a group of its own (it fails alone).
+fn parse_for_grouping(message: &SqsMessage) -> Grouped<Result<BusMessage, DetailError>> {
+    let parsed = EventDetail::from_message_body(message.body.as_deref().unwrap_or_default());
+    let (group, order) = match &parsed {
+        Ok(bus) => (bus.detail.subject.to_string(), bus.detail.streamversion),
         Err(_) => (
             format!("unreadable {}", message.message_id.as_deref().unwrap_or_default()),
             0,
         ),
+    };
+    Grouped {
+        group,
+        order,
+        item: parsed,
     }
 }

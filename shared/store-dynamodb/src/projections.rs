@@ -33,10 +33,7 @@ use crate::schema::{
     CUSTOMER_ID, ENV_CHECKPOINTS_TABLE, ENV_ORDER_SUMMARY_TABLE, ENV_SALES_TABLE, PLACED_KEY, READ_PK, READ_VERSION,
 };
 use crate::settings::{MissingSetting, Settings};
-
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
+use crate::store::number;
 
 fn backend<E: std::error::Error + Send + Sync + 'static>(error: E) -> ProjectionError {
     ProjectionError::Backend(Box::new(error))

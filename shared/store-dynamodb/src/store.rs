@@ -92,7 +92,8 @@ fn put_item(put: Put) -> TransactWriteItem {
     TransactWriteItem::builder().put(put).build()
 }
 
-fn number(value: impl ToString) -> AttributeValue {
+/// A DynamoDB number attribute.
+pub(crate) fn number(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
