@@ -51,6 +51,7 @@ bench: $(VENV)/.installed ## print the benchmark figures (see docs/performance.m
 	$(CARGO) run -j$(JOBS) --profile bench -p tally-bench --bin tally-bench
 	$(CARGO) run -j$(JOBS) --profile bench -p tally-emulator --bin bench-command-path
 	$(CARGO) run -j$(JOBS) --profile bench -p tally-emulator --bin bench-pipeline
+	$(CARGO) run -j$(JOBS) --profile bench -p tally-emulator --bin bench-rebuild
 	bash scripts/bench-load.sh
 
 # --- AWS: SAM -------------------------------------------------------------------

@@ -20,6 +20,8 @@
 //! configuration, `AWS_ENDPOINT_URL` included): nothing is hard-coded.
 
 mod errors;
+pub mod generations;
+pub mod history;
 pub mod items;
 pub mod projections;
 pub mod reads;
@@ -27,9 +29,11 @@ pub mod schema;
 pub mod settings;
 mod store;
 
+pub use generations::{DynamoGenerations, LiveModel, LiveSlot, Slot, SlotSinks, SlotTables};
+pub use history::{DynamoHistory, ScanCursor};
 pub use projections::{DynamoProjectionSink, FailureLog, FailureRecord};
 pub use reads::{DynamoReadModels, ReadTables};
-pub use settings::{Env, MissingSetting, Settings};
+pub use settings::{Env, MissingSetting, Settings, StageNames};
 pub use store::{DynamoConfig, DynamoStore};
 
 /// Builds an SDK client from the standard AWS configuration chain

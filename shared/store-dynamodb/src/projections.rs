@@ -14,7 +14,7 @@
 //! The rules are the domain's pure view functions, shared with every backend.
 //! Never write a read row without its checkpoint moving in the same request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -23,14 +23,17 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+use futures_util::future::try_join_all;
+use tally_core::projection::{BatchApplied, BatchProjectionSink, Gap, apply_one_by_one};
 use tally_core::{ApplyOutcome, Decider, EventEnvelope, ProjectionError, ProjectionSink, StreamId, decode_event};
 use tally_domain::views::{self, OrderSummary};
 use tally_domain::{Order, OrderEvent};
 
 use crate::items::Item;
 use crate::schema::{
-    CUSTOMER_ID, ENV_CHECKPOINTS_TABLE, ENV_ORDER_SUMMARY_TABLE, ENV_SALES_TABLE, PLACED_KEY, READ_PK, READ_VERSION,
+    BATCH_GET_MAX_KEYS, CUSTOMER_ID, ENV_CHECKPOINTS_TABLE, ENV_ORDER_SUMMARY_TABLE, ENV_SALES_TABLE, PLACED_KEY,
+    READ_PK, READ_VERSION,
 };
 use crate::settings::{MissingSetting, Settings};
 use crate::store::number;
@@ -104,6 +107,9 @@ const ROW_CACHE_MAX: usize = 1_000;
 pub struct DynamoProjectionSink {
     client: Client,
     name: &'static str,
+    /// Where its checkpoints are kept apart from other generations' (the
+    /// projection's name for the blue slot).
+    namespace: String,
     model: Model,
     /// Order id → the row as `checkpoint` read it (`None`: no row yet).
     rows: Arc<Mutex<HashMap<String, Option<Item>>>>,
@@ -115,6 +121,7 @@ impl DynamoProjectionSink {
         Self {
             client,
             name: views::ORDER_SUMMARY,
+            namespace: views::ORDER_SUMMARY.to_owned(),
             model: Model::OrderSummary { table: table.into() },
             rows: Arc::default(),
         }
@@ -125,12 +132,21 @@ impl DynamoProjectionSink {
         Self {
             client,
             name: views::SALES_BY_DAY,
+            namespace: views::SALES_BY_DAY.to_owned(),
             model: Model::SalesByDay {
                 table: table.into(),
                 checkpoints: checkpoints.into(),
             },
             rows: Arc::default(),
         }
+    }
+
+    /// The same sink keeping its checkpoints under `namespace` in the
+    /// checkpoints table (a generation's own; `order_summary` keeps its
+    /// checkpoints in its rows and ignores it).
+    pub fn with_checkpoint_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
     }
 
     /// The sink of projection `name`, its tables named by the settings
@@ -152,7 +168,7 @@ impl DynamoProjectionSink {
     fn checkpoint_item(&self, stream: &StreamId) -> (&str, String) {
         match &self.model {
             Model::OrderSummary { table } => (table, stream.entity_id().to_owned()),
-            Model::SalesByDay { checkpoints, .. } => (checkpoints, checkpoint_key(self.name, stream)),
+            Model::SalesByDay { checkpoints, .. } => (checkpoints, checkpoint_key(&self.namespace, stream)),
         }
     }
 
@@ -190,13 +206,31 @@ impl DynamoProjectionSink {
             _ => None,
         };
         let row = views::apply_order_summary(current, order_event, event.version, event.timestamp_ms);
-        let mut item: Item = match &row {
-            Some(row) => serde_dynamo::to_item(row).map_err(|e| poison(event, e))?,
+        self.put_summary(table, order_id, expected, event.version, row.as_ref())
+            .await
+            .map_err(|e| match e {
+                SummaryWriteError::Encode(reason) => poison(event, reason),
+                SummaryWriteError::Backend(e) => e,
+            })
+    }
+
+    /// Writes an order's summary row at `version`, if the row is still at
+    /// `expected` (0: no row): the row and its checkpoint in one PutItem.
+    async fn put_summary(
+        &self,
+        table: &str,
+        order_id: &str,
+        expected: u64,
+        version: u64,
+        row: Option<&OrderSummary>,
+    ) -> Result<ApplyOutcome, SummaryWriteError> {
+        let mut item: Item = match row {
+            Some(row) => serde_dynamo::to_item(row).map_err(|e| SummaryWriteError::Encode(e.to_string()))?,
             None => Item::new(),
         };
         item.insert(READ_PK.to_owned(), AttributeValue::S(order_id.to_owned()));
-        item.insert(READ_VERSION.to_owned(), number(event.version));
-        if let Some(row) = &row {
+        item.insert(READ_VERSION.to_owned(), number(version));
+        if let Some(row) = row {
             item.insert(
                 PLACED_KEY.to_owned(),
                 AttributeValue::S(placed_key(row.placed_at_ms, row.order_id.as_str())),
@@ -220,8 +254,157 @@ impl DynamoProjectionSink {
             Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
                 Ok(ApplyOutcome::CheckpointMoved)
             }
-            Err(e) => Err(backend(e)),
+            Err(e) => Err(SummaryWriteError::Backend(backend(e))),
         }
+    }
+
+    /// Reads the summary rows of `order_ids` (consistent BatchGetItem, 100
+    /// keys a request, unprocessed keys asked again).
+    async fn read_summaries(&self, table: &str, order_ids: &[&str]) -> Result<HashMap<String, Item>, ProjectionError> {
+        let mut rows = HashMap::with_capacity(order_ids.len());
+        for chunk in order_ids.chunks(BATCH_GET_MAX_KEYS) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| Item::from([(READ_PK.to_owned(), AttributeValue::S((*id).to_owned()))]))
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(backend)?,
+            );
+            let mut attempt = 0;
+            while let Some(keys) = request.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, keys)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in out.responses.unwrap_or_default().into_values().flatten() {
+                    if let Some(AttributeValue::S(id)) = item.get(READ_PK) {
+                        rows.insert(id.clone(), item);
+                    }
+                }
+                request = out
+                    .unprocessed_keys
+                    .and_then(|mut left| left.remove(table))
+                    .filter(|k| !k.keys.is_empty());
+                if request.is_some() {
+                    tokio::time::sleep(crate::history::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// `order_summary`'s batch: every order's row read in BatchGetItem
+    /// requests, its events folded in memory, and one conditional PutItem
+    /// per order (row and checkpoint together), up to [`SUMMARY_WRITES`] at
+    /// once. An order whose row moved meanwhile is applied event by event.
+    async fn apply_summaries(&self, table: &str, events: &[EventEnvelope]) -> Result<BatchApplied, ProjectionError> {
+        let mut outcome = BatchApplied::default();
+        let mut streams: BTreeMap<&StreamId, Vec<&EventEnvelope>> = BTreeMap::new();
+        for event in events {
+            if self.follows(&event.stream_id) {
+                streams.entry(&event.stream_id).or_default().push(event);
+            } else {
+                outcome.ignored += 1;
+            }
+        }
+        let ids: Vec<&str> = streams.keys().map(|s| s.entity_id()).collect();
+        let rows = self.read_summaries(table, &ids).await?;
+        let mut folds = Vec::with_capacity(streams.len());
+        for (stream, mut stream_events) in streams {
+            stream_events.sort_by_key(|e| e.version);
+            let item = rows.get(stream.entity_id());
+            let checkpoint = match item {
+                None => 0,
+                Some(item) => item_version(item).ok_or_else(|| ProjectionError::Poison {
+                    stream: stream.clone(),
+                    version: 0,
+                    reason: format!("summary row without a numeric version: {:?}", item.get(READ_VERSION)),
+                })?,
+            };
+            let mut row: Option<OrderSummary> = match item {
+                Some(item) if item.contains_key(CUSTOMER_ID) => Some(serde_dynamo::from_item(item.clone()).map_err(
+                    |e| ProjectionError::Poison {
+                        stream: stream.clone(),
+                        version: checkpoint,
+                        reason: format!("unreadable summary row: {e}"),
+                    },
+                )?),
+                _ => None,
+            };
+            let mut fold = SummaryFold {
+                stream,
+                checkpoint,
+                version: checkpoint,
+                applied: 0,
+                duplicates: 0,
+                gap: None,
+                events: stream_events,
+                row: None,
+            };
+            for event in &fold.events {
+                if event.version <= fold.version {
+                    fold.duplicates += 1;
+                    continue;
+                }
+                if event.version > fold.version + 1 {
+                    fold.gap = Some(Gap {
+                        stream: stream.clone(),
+                        checkpoint: fold.version,
+                        next: event.version,
+                    });
+                    break;
+                }
+                row = views::apply_order_summary(row, &decode_order(event)?, event.version, event.timestamp_ms);
+                fold.version = event.version;
+                fold.applied += 1;
+            }
+            fold.row = row;
+            folds.push(fold);
+        }
+        for batch in folds.chunks(SUMMARY_WRITES) {
+            let written = try_join_all(batch.iter().map(|fold| async move {
+                if fold.applied == 0 {
+                    return Ok(ApplyOutcome::Applied);
+                }
+                self.put_summary(
+                    table,
+                    fold.stream.entity_id(),
+                    fold.checkpoint,
+                    fold.version,
+                    fold.row.as_ref(),
+                )
+                .await
+                .map_err(|e| match e {
+                    SummaryWriteError::Encode(reason) => ProjectionError::Poison {
+                        stream: fold.stream.clone(),
+                        version: fold.version,
+                        reason,
+                    },
+                    SummaryWriteError::Backend(e) => e,
+                })
+            }))
+            .await?;
+            for (fold, result) in batch.iter().zip(written) {
+                if result == ApplyOutcome::Applied {
+                    outcome.applied += fold.applied;
+                    outcome.duplicates += fold.duplicates;
+                    outcome.gaps.extend(fold.gap.clone());
+                } else {
+                    // Raced by a concurrent delivery: decide event by event.
+                    let owned: Vec<EventEnvelope> = fold.events.iter().map(|e| (*e).clone()).collect();
+                    outcome.absorb(apply_one_by_one(self, &owned).await?);
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     async fn apply_sales(
@@ -234,7 +417,10 @@ impl DynamoProjectionSink {
         let expected = event.version - 1;
         let mut checkpoint = Update::builder()
             .table_name(checkpoints)
-            .key(READ_PK, AttributeValue::S(checkpoint_key(self.name, &event.stream_id)))
+            .key(
+                READ_PK,
+                AttributeValue::S(checkpoint_key(&self.namespace, &event.stream_id)),
+            )
             .update_expression("SET #v = :v")
             .condition_expression(checkpoint_condition(expected))
             .expression_attribute_names("#v", READ_VERSION)
@@ -306,6 +492,46 @@ impl DynamoProjectionSink {
             Err(e) => Err(backend(e)),
         }
     }
+}
+
+/// Many events at once (a rebuild's chunks): `order_summary` folds each
+/// order's events in memory and writes its row once, conditioned on the
+/// version it read, so the batch is atomic per order; `sales_by_day` is
+/// applied event by event (each its own conditional transaction). Either
+/// way a write never lands without its checkpoint, which is all the rule needs.
+#[async_trait]
+impl BatchProjectionSink for DynamoProjectionSink {
+    async fn apply_batch(&self, events: &[EventEnvelope]) -> Result<BatchApplied, ProjectionError> {
+        match &self.model {
+            Model::OrderSummary { table } => self.apply_summaries(table, events).await,
+            Model::SalesByDay { .. } => apply_one_by_one(self, events).await,
+        }
+    }
+}
+
+/// Summary rows written at once by a batch.
+const SUMMARY_WRITES: usize = 16;
+
+/// Why a summary row could not be written.
+enum SummaryWriteError {
+    /// The row does not encode: the event is poison.
+    Encode(String),
+    /// DynamoDB failed.
+    Backend(ProjectionError),
+}
+
+/// One order's events of a batch, folded onto its row.
+struct SummaryFold<'a> {
+    stream: &'a StreamId,
+    /// The row's version when read (0: none).
+    checkpoint: u64,
+    /// The version after the fold.
+    version: u64,
+    applied: u64,
+    duplicates: u64,
+    gap: Option<Gap>,
+    events: Vec<&'a EventEnvelope>,
+    row: Option<OrderSummary>,
 }
 
 #[async_trait]

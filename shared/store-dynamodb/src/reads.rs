@@ -14,12 +14,10 @@ use chrono::NaiveDate;
 use tally_domain::views::{InventoryLevel, OrderSummary, Page, ReadError, ReadModels, SalesDay};
 use tally_domain::{CustomerId, OrderId, Sku};
 
+use crate::generations::{LiveSlot, SlotTables};
 use crate::items::Item;
 use crate::projections::placed_key;
-use crate::schema::{
-    BATCH_GET_MAX_KEYS, BY_CUSTOMER_INDEX, CUSTOMER_ID, ENV_INVENTORY_TABLE, ENV_ORDER_SUMMARY_TABLE, ENV_SALES_TABLE,
-    PLACED_KEY, READ_PK,
-};
+use crate::schema::{BATCH_GET_MAX_KEYS, BY_CUSTOMER_INDEX, CUSTOMER_ID, ENV_INVENTORY_TABLE, PLACED_KEY, READ_PK};
 use crate::settings::{MissingSetting, Settings};
 
 fn backend<E: std::error::Error + Send + Sync + 'static>(error: E) -> ReadError {
@@ -31,34 +29,43 @@ fn backend<E: std::error::Error + Send + Sync + 'static>(error: E) -> ReadError 
 pub struct ReadTables {
     /// `inventory_levels` (inline).
     pub inventory: String,
-    /// `order_summary`, with the `by_customer` index.
-    pub order_summary: String,
-    /// `sales_by_day`.
-    pub sales_by_day: String,
+    /// `order_summary`'s two slots (with the `by_customer` index).
+    pub order_summary: SlotTables,
+    /// `sales_by_day`'s two slots.
+    pub sales_by_day: SlotTables,
 }
 
 impl ReadTables {
-    /// Table names from `TALLY_INVENTORY_TABLE`, `TALLY_ORDER_SUMMARY_TABLE`, `TALLY_SALES_TABLE`.
+    /// Table names from `TALLY_INVENTORY_TABLE`, the eventual projections'
+    /// blue and green tables and `TALLY_CHECKPOINTS_TABLE` (their generation items).
     pub fn from_settings(settings: &impl Settings) -> Result<Self, MissingSetting> {
         Ok(Self {
             inventory: settings.require(ENV_INVENTORY_TABLE)?,
-            order_summary: settings.require(ENV_ORDER_SUMMARY_TABLE)?,
-            sales_by_day: settings.require(ENV_SALES_TABLE)?,
+            order_summary: SlotTables::order_summary(settings)?,
+            sales_by_day: SlotTables::sales_by_day(settings)?,
         })
     }
 }
 
-/// The read models on DynamoDB.
+/// The read models on DynamoDB. The eventual ones are read from their live
+/// slot, as the generation item names it (kept for a second).
 #[derive(Debug, Clone)]
 pub struct DynamoReadModels {
     client: Client,
-    tables: ReadTables,
+    inventory: String,
+    order_summary: LiveSlot,
+    sales_by_day: LiveSlot,
 }
 
 impl DynamoReadModels {
     /// Read models in `tables`.
     pub fn new(client: Client, tables: ReadTables) -> Self {
-        Self { client, tables }
+        Self {
+            order_summary: LiveSlot::new(client.clone(), tables.order_summary),
+            sales_by_day: LiveSlot::new(client.clone(), tables.sales_by_day),
+            inventory: tables.inventory,
+            client,
+        }
     }
 
     async fn get(&self, table: &str, key: &str) -> Result<Option<Item>, ReadError> {
@@ -108,14 +115,15 @@ fn cursor_key(customer: &CustomerId, cursor: &str) -> Result<Item, ReadError> {
 #[async_trait]
 impl ReadModels for DynamoReadModels {
     async fn inventory_level(&self, sku: &Sku) -> Result<Option<InventoryLevel>, ReadError> {
-        self.get(&self.tables.inventory, sku.as_str())
+        self.get(&self.inventory, sku.as_str())
             .await?
             .map(|item| serde_dynamo::from_item(item).map_err(backend))
             .transpose()
     }
 
     async fn order_summary(&self, order_id: &OrderId) -> Result<Option<OrderSummary>, ReadError> {
-        match self.get(&self.tables.order_summary, order_id.as_str()).await? {
+        let table = self.order_summary.table().await.map_err(backend)?;
+        match self.get(&table, order_id.as_str()).await? {
             Some(item) => summary(item),
             None => Ok(None),
         }
@@ -129,6 +137,7 @@ impl ReadModels for DynamoReadModels {
     ) -> Result<Page<OrderSummary>, ReadError> {
         let limit = limit.clamp(1, 100) as usize;
         let mut start = cursor.map(|c| cursor_key(customer_id, c)).transpose()?;
+        let table = self.order_summary.table().await.map_err(backend)?;
         let mut items = Vec::with_capacity(limit + 1);
         // One more than a page tells whether another page follows; a query
         // page may also end early at 1 MB, so keep going until we have it.
@@ -136,7 +145,7 @@ impl ReadModels for DynamoReadModels {
             let page = self
                 .client
                 .query()
-                .table_name(&self.tables.order_summary)
+                .table_name(&table)
                 .index_name(BY_CUSTOMER_INDEX)
                 .key_condition_expression("#c = :c")
                 .expression_attribute_names("#c", CUSTOMER_ID)
@@ -172,6 +181,7 @@ impl ReadModels for DynamoReadModels {
             .take_while(|d| *d <= to)
             .map(|d| d.format("%Y-%m-%d").to_string())
             .collect();
+        let table = self.sales_by_day.table().await.map_err(backend)?;
         let mut found = Vec::new();
         for chunk in days.chunks(BATCH_GET_MAX_KEYS) {
             let keys: Vec<Item> = chunk
@@ -190,7 +200,7 @@ impl ReadModels for DynamoReadModels {
                 let out = self
                     .client
                     .batch_get_item()
-                    .request_items(&self.tables.sales_by_day, keys)
+                    .request_items(&table, keys)
                     .send()
                     .await
                     .map_err(backend)?;
@@ -207,7 +217,7 @@ impl ReadModels for DynamoReadModels {
                 }
                 request = out
                     .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.tables.sales_by_day))
+                    .and_then(|mut u| u.remove(&table))
                     .filter(|k| !k.keys.is_empty());
             }
         }

@@ -32,7 +32,13 @@ pub const ENV_SNAPSHOT_INTERVAL: &str = "TALLY_SNAPSHOT_INTERVAL";
 pub const ENV_ORDER_SUMMARY_TABLE: &str = "TALLY_ORDER_SUMMARY_TABLE";
 /// Environment variable naming the sales-by-day read table.
 pub const ENV_SALES_TABLE: &str = "TALLY_SALES_TABLE";
-/// Environment variable naming the projection checkpoints table.
+/// Environment variable naming the order summary's second ("green") table:
+/// blue-green rebuilds alternate between it and [`ENV_ORDER_SUMMARY_TABLE`].
+pub const ENV_ORDER_SUMMARY_GREEN_TABLE: &str = "TALLY_ORDER_SUMMARY_GREEN_TABLE";
+/// Environment variable naming the sales-by-day second ("green") table.
+pub const ENV_SALES_GREEN_TABLE: &str = "TALLY_SALES_GREEN_TABLE";
+/// Environment variable naming the projection checkpoints table (which also
+/// holds each projection's generation item: which table is live).
 pub const ENV_CHECKPOINTS_TABLE: &str = "TALLY_CHECKPOINTS_TABLE";
 
 /// The order summary table's index of a customer's orders, newest first.

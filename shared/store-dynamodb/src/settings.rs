@@ -37,3 +37,50 @@ impl Settings for HashMap<String, String> {
         HashMap::get(self, name).filter(|v| !v.is_empty()).cloned()
     }
 }
+
+/// The names template.yaml gives a stage's resources (`tally-<stage>-…`),
+/// for an operator's tool on AWS: each setting is the environment variable
+/// when set, else the template's name. The snapshot interval is the
+/// template's default, 1, unless `TALLY_SNAPSHOT_INTERVAL` says otherwise.
+#[derive(Debug, Clone)]
+pub struct StageNames {
+    stage: String,
+}
+
+impl StageNames {
+    /// The resources of `stage` (template parameter `Stage`).
+    pub fn new(stage: impl Into<String>) -> Self {
+        Self { stage: stage.into() }
+    }
+
+    /// The stage.
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    fn template_name(&self, name: &str) -> Option<String> {
+        use crate::schema::*;
+        let suffix = match name {
+            ENV_EVENTS_TABLE => "events",
+            ENV_IDEMPOTENCY_TABLE => "idempotency",
+            ENV_INVENTORY_TABLE => "inventory-levels",
+            ENV_ORDER_SUMMARY_TABLE => "order-summary",
+            ENV_ORDER_SUMMARY_GREEN_TABLE => "order-summary-green",
+            ENV_SALES_TABLE => "sales-by-day",
+            ENV_SALES_GREEN_TABLE => "sales-by-day-green",
+            ENV_CHECKPOINTS_TABLE => "checkpoints",
+            ENV_SNAPSHOT_INTERVAL => return Some(TEMPLATE_SNAPSHOT_INTERVAL.to_string()),
+            _ => return None,
+        };
+        Some(format!("tally-{}-{suffix}", self.stage))
+    }
+}
+
+/// template.yaml's default `SnapshotInterval`.
+pub const TEMPLATE_SNAPSHOT_INTERVAL: u64 = 1;
+
+impl Settings for StageNames {
+    fn get(&self, name: &str) -> Option<String> {
+        Env.get(name).or_else(|| self.template_name(name))
+    }
+}
