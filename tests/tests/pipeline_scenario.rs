@@ -112,3 +112,40 @@ async fn a_query_with_the_commands_version_reads_its_own_write() {
         (Some(15), Some(v))
     );
 }
+
+/// The largest order the domain accepts (ORDER_LINES_MAX lines, with an
+/// Idempotency-Key) fits one DynamoDB transaction of at most 100 items:
+/// placed whole, reserving every line; one line more is a 422, not a
+/// failed transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_order_fits_one_dynamodb_transaction() {
+    let pipeline = Pipeline::deploy().await;
+    let most = tally_domain::order::ORDER_LINES_MAX;
+    let skus: Vec<String> = (0..=most).map(|i| format!("big-{i}")).collect();
+    let names: Vec<&str> = skus.iter().map(String::as_str).collect();
+    stock_skus(&pipeline, &names, 5).await;
+    let lines = |n: usize| -> Vec<serde_json::Value> {
+        skus.iter()
+            .take(n)
+            .map(|sku| json!({ "sku": sku, "quantity": 1, "unit_price_cents": 100 }))
+            .collect()
+    };
+    let (status, body) = pipeline
+        .post_with(
+            "/orders",
+            &[("idempotency-key", "the-largest-order")],
+            json!({ "order_id": "big", "customer_id": "ann", "lines": lines(most) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, sku) = pipeline.get(&format!("/inventory/{}", skus[most - 1])).await;
+    assert_eq!(sku["reserved"], 1, "{sku}");
+    let (status, body) = pipeline
+        .post(
+            "/orders",
+            json!({ "order_id": "bigger", "customer_id": "ann", "lines": lines(most + 1) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "invalid_lines");
+}

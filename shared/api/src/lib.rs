@@ -25,7 +25,7 @@ pub use service::{Accepted, CommandContext, CommandService, ServiceConfig};
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
-/// Default largest request body (64 KiB: an order of 50 lines is ~5 KiB).
+/// Default largest request body (64 KiB: an order of 32 lines is ~5 KiB).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// Tunables of the API.

@@ -88,7 +88,7 @@ pub enum DomainError {
         /// Units named.
         quantity: u64,
     },
-    /// An order must have 1–50 lines, each SKU at most once.
+    /// An order must have 1–32 lines, each SKU at most once.
     #[error("invalid order lines: {reason}")]
     InvalidLines {
         /// What is wrong.

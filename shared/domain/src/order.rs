@@ -28,9 +28,12 @@ use tally_core::{Decider, Upcasters};
 use crate::error::DomainError;
 use crate::ids::{Cents, Currency, CustomerId, OrderId, Quantity, Sku};
 
-/// Most lines one order may have (the whole order, its SKUs included, must
-/// fit one atomic append: DynamoDB takes at most 100 items per transaction).
-pub const ORDER_LINES_MAX: usize = 50;
+/// Most lines one order may have: the whole order must fit one atomic
+/// append, and DynamoDB takes at most 100 items per transaction. Placing an
+/// order writes its event, then per line the SKU stream's head check, the
+/// reservation event and the inline inventory row, plus the idempotency
+/// record: 2 + 3 × 32 = 98 items.
+pub const ORDER_LINES_MAX: usize = 32;
 
 /// Longest cancellation reason.
 pub const CANCEL_REASON_MAX_LEN: usize = 500;
@@ -217,7 +220,7 @@ pub enum OrderAction {
     Place {
         /// Who orders.
         customer_id: CustomerId,
-        /// 1–50 lines, each SKU once.
+        /// 1–32 lines, each SKU once.
         lines: Vec<OrderLine>,
         /// The prices' currency.
         currency: Currency,
@@ -349,7 +352,7 @@ impl Decider for Order {
 pub struct OrderImport {
     /// Who ordered.
     pub customer_id: CustomerId,
-    /// 1–50 lines, each SKU once.
+    /// 1–32 lines, each SKU once.
     pub lines: Vec<OrderLine>,
     /// The prices' currency.
     pub currency: Currency,
@@ -393,7 +396,7 @@ fn check_lines(lines: &[OrderLine]) -> Result<(), DomainError> {
     }
     if lines.len() > ORDER_LINES_MAX {
         return Err(DomainError::InvalidLines {
-            reason: "an order may have at most 50 lines",
+            reason: "an order may have at most 32 lines",
         });
     }
     let distinct: BTreeSet<&Sku> = lines.iter().map(|l| &l.sku).collect();

@@ -183,10 +183,16 @@ impl Pipeline {
 
     /// A command, through the command Lambda's router.
     pub async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
-        let request = Request::post(uri)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request");
+        self.post_with(uri, &[], body).await
+    }
+
+    /// POSTs a command with extra headers (an `Idempotency-Key`, say).
+    pub async fn post_with(&self, uri: &str, headers: &[(&str, &str)], body: Value) -> (StatusCode, Value) {
+        let mut request = Request::post(uri).header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Body::from(body.to_string())).expect("request");
         Self::call(&self.commands, request).await
     }
 
