@@ -16,7 +16,10 @@
 //! 3. append, each entity with expected version 0 (a stream created
 //!    meanwhile is re-checked, not overwritten).
 //!
-//! The store is reached through the `EventStore` port only.
+//! The store is reached through the `EventStore` port only: the embedded
+//! store (`--db`) or a deployed stack's tables (`--aws`), where only the
+//! size of one atomic append differs (a DynamoDB transaction takes at most
+//! 100 items).
 //!
 //! Formats (by extension, or `--format`):
 //! - CSV with a header. Inventory files have `sku,name,on_hand`; order files
@@ -44,9 +47,11 @@ use tally_domain::{
     InventoryState, OpenStatus, Order, OrderEvent, OrderId, OrderImport, OrderLine, ProductName, Quantity, Sku,
 };
 
+use tally_store_dynamodb::schema::TRANSACT_MAX_ITEMS;
+
 use crate::output::{compact, emit, table};
 use crate::progress::thousands;
-use crate::store::StoreArgs;
+use crate::store::{Backend, StoreArgs};
 
 /// Bring a legacy system's state in as migration events
 ///
@@ -63,10 +68,15 @@ use crate::store::StoreArgs;
 /// mixes both. JSON Lines: one object per line with "kind" and the same
 /// fields, an order's lines in "lines": [{"sku","quantity","unit_price_cents"}].
 ///
+/// With --aws the events go into a deployed stack's events table (the
+/// projector Lambdas then project them as any others); --dry-run plans
+/// against the real tables and writes nothing.
+///
 /// Examples:
 ///   tally import legacy-inventory.csv --dry-run
 ///   tally import legacy-inventory.csv && tally import open-orders.csv
 ///   tally import export.jsonl --db data/tally.db
+///   tally import legacy-inventory.csv --aws --stage prod --dry-run
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ImportArgs {
@@ -92,8 +102,27 @@ pub enum Format {
     Jsonl,
 }
 
-/// Streams appended per batch when importing SKUs.
-const INVENTORY_BATCH: usize = 100;
+/// How much one atomic append may carry on a store. (An order, appended
+/// with its reservations at once, always fits: the domain's
+/// `ORDER_LINES_MAX` is chosen for DynamoDB's 100 items.)
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// New SKU streams per append.
+    skus_per_append: usize,
+}
+
+impl Limits {
+    fn of(backend: &Backend) -> Self {
+        match backend {
+            Backend::Sqlite(_) => Self { skus_per_append: 100 },
+            // A DynamoDB transaction takes at most TRANSACT_MAX_ITEMS items;
+            // a new SKU is two (its event, its inline inventory_levels row).
+            Backend::Aws(_) => Self {
+                skus_per_append: TRANSACT_MAX_ITEMS / 2,
+            },
+        }
+    }
+}
 
 // ---- problems ------------------------------------------------------------------
 
@@ -741,12 +770,13 @@ impl Source<'_> {
 /// at a time, each re-checked.
 async fn write_skus(
     store: &dyn EventStore,
+    limits: Limits,
     skus: &[&PlannedSku],
     source: &Source<'_>,
     now_ms: i64,
 ) -> anyhow::Result<u64> {
     let mut written = 0;
-    for batch in skus.chunks(INVENTORY_BATCH) {
+    for batch in skus.chunks(limits.skus_per_append) {
         let mut appends = Vec::with_capacity(batch.len());
         for sku in batch {
             let events =
@@ -927,17 +957,24 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     if parsed.inventory.is_empty() && parsed.orders.is_empty() {
         bail!("{file} holds no rows to import");
     }
-    // A dry run against a store that does not exist yet plans against an
-    // empty one, in a scratch file: it must not create the real one.
-    let scratch = (args.dry_run && !args.store.db.exists())
+    // A dry run against an embedded store that does not exist yet plans
+    // against an empty one, in a scratch file: it must not create the real
+    // one. On AWS a dry run plans against the stack's tables (it only reads).
+    let scratch = (args.dry_run && !args.store.aws && !args.store.db.exists())
         .then(|| std::env::temp_dir().join(format!("tally-dry-run-{}.db", std::process::id())));
-    let store = match &scratch {
-        Some(path) => StoreArgs { db: path.clone() }.open()?,
-        None => args.store.open()?,
+    let backend = match &scratch {
+        Some(path) => Backend::Sqlite(
+            StoreArgs {
+                db: path.clone(),
+                ..args.store.clone()
+            }
+            .open()?,
+        ),
+        None => args.store.open_or_create().await?,
     };
-    let outcome = import(&args, &file, &store, parsed).await;
+    let outcome = import(&args, &file, &backend, parsed).await;
     if let Some(path) = scratch {
-        drop(store);
+        drop(backend);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
@@ -945,13 +982,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     outcome
 }
 
-async fn import(
-    args: &ImportArgs,
-    file: &str,
-    store: &tally_store_sqlite::SqliteStore,
-    parsed: ParsedFile,
-) -> anyhow::Result<ExitCode> {
-    let store: &dyn EventStore = store;
+async fn import(args: &ImportArgs, file: &str, backend: &Backend, parsed: ParsedFile) -> anyhow::Result<ExitCode> {
+    let store = backend.events();
+    let limits = Limits::of(backend);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let plan = match plan(store, parsed, now_ms).await? {
         Ok(plan) => plan,
@@ -975,7 +1008,7 @@ async fn import(
         file: args.file.file_name().and_then(|n| n.to_str()).unwrap_or(file),
         run: format!("import-{now_ms}"),
     };
-    let skus_written = write_skus(store, &new_skus, &source, now_ms).await?;
+    let skus_written = write_skus(store, limits, &new_skus, &source, now_ms).await?;
     let mut orders_written = 0u64;
     let mut raced = 0u64;
     for order in &new_orders {

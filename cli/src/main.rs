@@ -7,8 +7,8 @@
 //!
 //! Each subcommand is one module with its arguments and its `run`; the
 //! operations themselves are the core's and the adapters' (generic over the
-//! store ports), so another backend plugs in beside `--db` without new
-//! logic here. Errors end as one line on stderr and exit status 2; a
+//! store ports), so `--db` (SQLite) and `--aws` (DynamoDB) run the same
+//! logic. Errors end as one line on stderr and exit status 2; a
 //! verification that finds a problem exits 1; nothing here panics on input.
 
 use std::process::ExitCode;
@@ -46,6 +46,7 @@ const EXAMPLES: &str = "\
 Examples:
   tally serve --port 3000                       serve the API over data/tally.db
   tally rebuild order_summary                   blue-green rebuild of a read model
+  tally rebuild order_summary --aws --stage prod   the same on a deployed stack
   tally verify chain                            check every stream's hash chain
   tally verify projections sales_by_day         diff a read model against a replay
   tally import legacy-inventory.csv --dry-run   show what an import would write
@@ -53,7 +54,9 @@ Examples:
   tally stream state inventory-SKU-42 --at 3    an aggregate's state at version 3
   tally dlq list order_summary --stage prod     a projection's dead letters on AWS
 
-The store commands take --db PATH (default data/tally.db, or $TALLY_DB).
+The store commands take --db PATH (default data/tally.db, or $TALLY_DB), or
+--aws [--stage STAGE] for a deployed stack's DynamoDB tables (standard AWS
+settings, AWS_ENDPOINT_URL included; tables named as template.yaml names them).
 Exit status: 0 ok, 1 a verification found a problem, 2 an error.";
 
 #[derive(Parser)]

@@ -7,16 +7,19 @@
 //! progress and prints the outcome. It never touches a model itself.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tally_core::projection::{RebuildMode, RebuildOptions, RebuildReport, rebuild};
 use tally_domain::views::PROJECTIONS;
+use tally_store_dynamodb::generations::DEFAULT_SETTLE;
+use tally_store_dynamodb::history::DEFAULT_SEGMENTS;
+use tally_store_dynamodb::{DynamoGenerations, DynamoHistory, SlotTables};
 use tally_store_sqlite::SqliteGenerations;
 
 use crate::output::emit;
 use crate::progress::{Reporter, rate, thousands};
-use crate::store::StoreArgs;
+use crate::store::{Backend, StoreArgs};
 
 /// Rebuild an eventual read model by replaying the whole event store
 ///
@@ -31,10 +34,20 @@ use crate::store::StoreArgs;
 /// Killed at any point, run the same command again: it resumes from the last
 /// chunk it recorded and ends with the same model.
 ///
+/// On AWS (--aws) the replay is a parallel Scan of the events table. Each
+/// model has two tables (blue, green); blue-green fills the idle one while
+/// the projector Lambdas keep the live one current and, during the replay,
+/// project into the new one too (that is the catch-up with the live tail);
+/// the switch is one conditional write of the model's generation item, and
+/// the old table is emptied after --settle. A truncate on AWS stops the
+/// projectors from applying for the model while it is emptied (they leave
+/// those events to the replay).
+///
 /// Examples:
 ///   tally rebuild order_summary
 ///   tally rebuild sales_by_day --truncate --db data/tally.db
 ///   tally rebuild order_summary --no-switch   (build now, switch with a later run)
+///   tally rebuild order_summary --aws --stage prod
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct RebuildArgs {
@@ -52,6 +65,15 @@ pub struct RebuildArgs {
     #[arg(long, default_value_t = 20_000, value_name = "EVENTS",
           value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     chunk: u32,
+    /// With --aws: parallel Scan segments of the replay (a resumed rebuild
+    /// must use the number it started with).
+    #[arg(long, default_value_t = DEFAULT_SEGMENTS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    segments: u32,
+    /// With --aws: seconds to wait before emptying a table projectors or
+    /// readers may still use (more than the projector's timeout).
+    #[arg(long, default_value_t = DEFAULT_SETTLE.as_secs(), value_name = "SECONDS")]
+    settle: u64,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -102,9 +124,7 @@ fn describe(projection: &str, report: &RebuildReport, elapsed: std::time::Durati
 
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let projection = known_projection(&args.projection)?;
-    let store = args.store.open_existing()?;
-    let generations = SqliteGenerations::new(&store, projection)
-        .with_context(|| format!("the store keeps no generations of {projection}"))?;
+    let backend = args.store.open_backend().await?;
     let mode = if args.truncate {
         RebuildMode::Truncate
     } else {
@@ -117,9 +137,31 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     };
     let mut progress = Reporter::new(format!("rebuild {projection}"));
     let started = Instant::now();
-    let report = rebuild(&store, &generations, mode, options, &mut progress)
-        .await
-        .with_context(|| format!("rebuild of {projection} stopped (run it again to resume)"))?;
+    let report = match &backend {
+        Backend::Sqlite(store) => {
+            let generations = SqliteGenerations::new(store, projection)
+                .with_context(|| format!("the store keeps no generations of {projection}"))?;
+            rebuild(store, &generations, mode, options, &mut progress).await
+        }
+        Backend::Aws(aws) => {
+            let tables = SlotTables::from_settings(projection, &aws.names)?
+                .with_context(|| format!("no tables for {projection}"))?;
+            let history = DynamoHistory::new(
+                aws.client.clone(),
+                aws.store.config().events_table.clone(),
+                args.segments,
+            );
+            let generations = DynamoGenerations::new(
+                aws.client.clone(),
+                tables,
+                history.clone(),
+                Duration::from_secs(args.settle),
+                args.chunk as usize,
+            );
+            rebuild(&history, &generations, mode, options, &mut progress).await
+        }
+    }
+    .with_context(|| format!("rebuild of {projection} stopped (run it again to resume)"))?;
     drop(progress);
     emit(&describe(projection, &report, started.elapsed()))?;
     Ok(ExitCode::SUCCESS)

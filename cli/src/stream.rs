@@ -1,13 +1,14 @@
 //! `tally stream show|state`: one stream's events, or its aggregate's state
 //! at a version or an instant, read through the `EventStore` port (the same
-//! reads as the API's `/streams/{id}/events` and `/state`). A table on a
+//! reads as the API's `/streams/{id}/events` and `/state`), on the embedded
+//! store (`--db`) or a deployed stack's events table (`--aws`). A table on a
 //! terminal, `--json` for scripts. It never writes to the store.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
-use tally_core::{EventEnvelope, EventStore, StreamId};
+use tally_core::{EventEnvelope, StreamId};
 use tally_domain::history::aggregate_state;
 
 use crate::output::{compact, emit, emit_json, rfc3339, table};
@@ -20,6 +21,7 @@ use crate::store::StoreArgs;
 ///   tally stream show inventory-SKU-42 --from 10 --to 20 --json
 ///   tally stream state inventory-SKU-42 --at 3
 ///   tally stream state order-o-1 --at 2026-03-01T12:00:00Z
+///   tally stream show order-o-1 --aws --stage prod
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct StreamArgs {
@@ -38,6 +40,7 @@ enum Inspect {
 /// Examples:
 ///   tally stream show order-o-1
 ///   tally stream show inventory-SKU-42 --from 10 --to 20 --json
+///   tally stream show order-o-1 --aws --stage prod
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 struct ShowArgs {
@@ -63,6 +66,7 @@ struct ShowArgs {
 ///   tally stream state inventory-SKU-42              (now)
 ///   tally stream state inventory-SKU-42 --at 3       (after version 3)
 ///   tally stream state order-o-1 --at 2026-03-01T12:00:00Z
+///   tally stream state inventory-SKU-42 --at 3 --aws --stage prod
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 struct StateArgs {
@@ -119,7 +123,8 @@ async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     if args.to.is_some_and(|to| to < args.from) {
         bail!("--to {} is below --from {}", args.to.unwrap_or_default(), args.from);
     }
-    let store = args.store.open_existing()?;
+    let backend = args.store.open_backend().await?;
+    let store = backend.events();
     if store.read_range(&stream, 1, Some(1)).await?.is_empty() {
         bail!("stream {stream} has no events");
     }
@@ -169,7 +174,8 @@ fn parse_at(raw: &str) -> anyhow::Result<At> {
 async fn state(args: StateArgs) -> anyhow::Result<ExitCode> {
     let stream = parse_stream(&args.stream)?;
     let at = args.at.as_deref().map(parse_at).transpose()?;
-    let store = args.store.open_existing()?;
+    let backend = args.store.open_backend().await?;
+    let store = backend.events();
     let events = match at {
         Some(At::Version(version)) => store.read_range(&stream, 1, Some(version)).await?,
         Some(At::Time(ms)) => store.read_until(&stream, ms).await?,

@@ -4,6 +4,10 @@
 //! recomputes a read model in memory from the events and diffs it against
 //! the stored live generation, row by row.
 //!
+//! Both work on the embedded store (`--db`) or on a deployed stack's
+//! DynamoDB tables (`--aws`), where the events table is read as a parallel
+//! Scan and the live table of the model (blue or green) is the one diffed.
+//!
 //! Verifying only reads: it never repairs (a rebuild does). Exit status 1
 //! means it found something; 2 that it could not look.
 
@@ -18,13 +22,15 @@ use tally_core::projection::{History, Progress, RowDiff, verify_projection};
 use tally_core::{Decider, StreamId};
 use tally_domain::Order;
 use tally_domain::recompute::MemoryModel;
+use tally_store_dynamodb::history::DEFAULT_SEGMENTS;
+use tally_store_dynamodb::{DynamoHistory, LiveModel, SlotTables};
 use tally_store_sqlite::live_sink;
 
 use crate::found_if;
 use crate::output::{compact, emit, table};
 use crate::progress::{Reporter, rate, thousands};
 use crate::rebuild::known_projection;
-use crate::store::StoreArgs;
+use crate::store::{Aws, Backend, StoreArgs};
 
 /// Verify the store: hash chains, or a read model against a replay
 ///
@@ -34,6 +40,8 @@ use crate::store::StoreArgs;
 ///   tally verify chain
 ///   tally verify chain --stream order-o-1
 ///   tally verify projections order_summary
+///   tally verify chain --aws --stage prod
+///   tally verify projections order_summary --aws --stage prod
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct VerifyArgs {
@@ -53,15 +61,24 @@ enum Check {
 /// printed. Every event's hash covers the one before it, so a change to any stored
 /// field breaks its stream's chain at exactly that event.
 ///
+/// With --aws the events table is read as a parallel Scan (--segments), or
+/// with one Query for --stream.
+///
 /// Examples:
 ///   tally verify chain
 ///   tally verify chain --stream inventory-SKU-42 --db data/tally.db
+///   tally verify chain --aws --stage prod
+///   tally verify chain --aws --stage prod --stream order-o-1
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 struct ChainArgs {
     /// Check this stream only (e.g. order-o-1).
     #[arg(long, value_name = "STREAM_ID")]
     stream: Option<String>,
+    /// With --aws: parallel Scan segments of the whole events table.
+    #[arg(long, default_value_t = DEFAULT_SEGMENTS, value_name = "N", conflicts_with = "stream",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    segments: u32,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -73,9 +90,14 @@ struct ChainArgs {
 /// replayed up to its checkpoint: a model that only lags behind a busy
 /// store is not a difference (its lag is reported), a wrong row is.
 ///
+/// With --aws the live table of the model (blue or green, as its generation
+/// item says) is diffed against a parallel Scan (--segments) of the events
+/// table, while the projector Lambdas keep running.
+///
 /// Examples:
 ///   tally verify projections order_summary
 ///   tally verify projections sales_by_day --fail-on-lag
+///   tally verify projections order_summary --aws --stage prod
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 struct ProjectionsArgs {
@@ -85,6 +107,10 @@ struct ProjectionsArgs {
     /// Also fail (exit 1) when streams are not projected up to their head.
     #[arg(long)]
     fail_on_lag: bool,
+    /// With --aws: parallel Scan segments of the events table.
+    #[arg(long, default_value_t = DEFAULT_SEGMENTS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    segments: u32,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -136,17 +162,25 @@ async fn chain_of(scan: &impl StreamScan, stream: &StreamId) -> anyhow::Result<C
     }
 }
 
+/// The events table of the stack as a history read in `segments` parallel Scans.
+fn history_of(aws: &Aws, segments: u32) -> DynamoHistory {
+    DynamoHistory::new(aws.client.clone(), aws.store.config().events_table.clone(), segments)
+}
+
 async fn chain(args: ChainArgs) -> anyhow::Result<ExitCode> {
     let only = args
         .stream
         .as_deref()
         .map(|raw| StreamId::parse(raw).with_context(|| format!("invalid stream id {raw:?}")))
         .transpose()?;
-    let store = args.store.open_existing()?;
+    let backend = args.store.open_backend().await?;
     let started = Instant::now();
     let report = match &only {
         Some(stream) => {
-            let report = chain_of(&store, stream).await?;
+            let report = match &backend {
+                Backend::Sqlite(store) => chain_of(store, stream).await?,
+                Backend::Aws(aws) => history_of(aws, 1).verify_chain_of(stream).await?,
+            };
             if report.events == 0 {
                 bail!("stream {stream} has no events");
             }
@@ -154,8 +188,17 @@ async fn chain(args: ChainArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let mut progress = Reporter::new("verify chain");
-            progress.begin("walking", Some(store.count_after(&0, None).await?));
-            let report = verify_all_chains(&store, PAGE, &mut progress, &mut |_| {}).await?;
+            let report = match &backend {
+                Backend::Sqlite(store) => {
+                    progress.begin("walking", Some(store.count_after(&0, None).await?));
+                    verify_all_chains(store, PAGE, &mut progress, &mut |_| {}).await?
+                }
+                Backend::Aws(aws) => {
+                    let history = history_of(aws, args.segments);
+                    progress.begin("walking", Some(history.estimated_items().await?));
+                    history.verify_chains(PAGE, &mut progress).await?
+                }
+            };
             progress.end();
             report
         }
@@ -223,12 +266,24 @@ fn diff_text(diffs: &[RowDiff]) -> String {
 
 async fn projections(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
     let projection = known_projection(&args.projection)?;
-    let store = args.store.open_existing()?;
-    let stored = live_sink(projection, &store).with_context(|| format!("the store keeps no {projection}"))?;
+    let backend = args.store.open_backend().await?;
     let memory = MemoryModel::new(projection).with_context(|| format!("no in-memory model of {projection}"))?;
     let mut progress = Reporter::new(format!("verify {projection}"));
     let started = Instant::now();
-    let verdict = verify_projection(&store, &stored, &memory, Some(Order::CATEGORY), PAGE, &mut progress).await?;
+    let category = Some(Order::CATEGORY);
+    let verdict = match &backend {
+        Backend::Sqlite(store) => {
+            let stored = live_sink(projection, store).with_context(|| format!("the store keeps no {projection}"))?;
+            verify_projection(store, &stored, &memory, category, PAGE, &mut progress).await?
+        }
+        Backend::Aws(aws) => {
+            let tables = SlotTables::from_settings(projection, &aws.names)?
+                .with_context(|| format!("no tables for {projection}"))?;
+            let stored = LiveModel::new(aws.client.clone(), tables);
+            let history = history_of(aws, args.segments);
+            verify_projection(&history, &stored, &memory, category, PAGE, &mut progress).await?
+        }
+    };
     drop(progress);
     let elapsed = started.elapsed();
 

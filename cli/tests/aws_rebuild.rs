@@ -1,0 +1,173 @@
+//! `tally rebuild --aws` as an operator runs it, against template.yaml
+//! deployed into the emulator: the real binary, killed with SIGKILL at
+//! random points and started again, ends with a model equal to an in-order
+//! replay of the events table; a row corrupted by hand is repaired.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+mod support;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use support::order_history;
+use tally_core::projection::verify_projection;
+use tally_core::{AppendBatch, Decider, EventStore, Metadata, StreamAppend, StreamId, encode_event, seal};
+use tally_domain::Order;
+use tally_domain::recompute::MemoryModel;
+use tally_emulator::deploy::{Deployment, deploy_template};
+use tally_store_dynamodb::{DynamoConfig, DynamoHistory, DynamoStore, LiveModel, SlotTables};
+
+const ORDERS: u64 = 400;
+
+fn tally(deployment: &Deployment, args: &[&str]) -> Command {
+    let stage = deployment.stack.trim_start_matches("tally-");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+    command
+        .args(args)
+        .args(["--aws", "--stage", stage, "--settle", "0"])
+        .env_remove("TALLY_DB")
+        .env("RUST_LOG", "warn")
+        .env("AWS_ENDPOINT_URL", tally_emulator::endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1");
+    command
+}
+
+fn finished(output: Output) -> String {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(output.status.success(), "tally failed: {stdout}\n{stderr}");
+    stdout
+}
+
+/// Appends the histories of `ORDERS` orders straight into the events table.
+async fn seed(store: &DynamoStore) {
+    let appends: Vec<StreamAppend> = (0..ORDERS)
+        .map(|i| {
+            let stream = StreamId::parse(format!("order-o{i}")).expect("stream");
+            let encoded = order_history(i)
+                .iter()
+                .map(|e| encode_event::<Order>(e).expect("encode"))
+                .collect();
+            let at = 1_772_323_200_000 + (i as i64 % 5) * 86_400_000;
+            StreamAppend {
+                events: seal(&stream, 0, None, encoded, &Metadata::default(), at),
+                stream_id: stream,
+                expected_version: 0,
+                snapshot: None,
+                view: None,
+            }
+        })
+        .collect();
+    for chunk in appends.chunks(20) {
+        store
+            .append(AppendBatch {
+                streams: chunk.to_vec(),
+                idempotency: None,
+            })
+            .await
+            .expect("seed");
+    }
+}
+
+/// The live model of `projection` against an in-memory replay: the
+/// differences, and the streams not projected up to their head.
+async fn differences(deployment: &Deployment, client: &aws_sdk_dynamodb::Client, projection: &str) -> (usize, usize) {
+    let env = deployment.env("QueryApiFunction");
+    let tables = SlotTables::from_settings(projection, env)
+        .expect("settings")
+        .expect("projection");
+    let history = DynamoHistory::new(client.clone(), deployment.output("EventsTableName"), 2);
+    let memory = MemoryModel::new(projection).expect("memory model");
+    let verdict = verify_projection(
+        &history,
+        &LiveModel::new(client.clone(), tables),
+        &memory,
+        Some(Order::CATEGORY),
+        500,
+        &mut (),
+    )
+    .await
+    .expect("verify");
+    (verdict.diffs.len(), verdict.behind.len())
+}
+
+/// Given orders in the events table and no model, when `tally rebuild
+/// order_summary --aws` is killed (SIGKILL) at random points and run again
+/// until it finishes, then the model equals an in-order replay; a row then
+/// corrupted by hand is repaired by the next (blue-green) rebuild, and a
+/// truncate rebuild of sales_by_day killed and resumed ends equal too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_killed_by_sigkill_resumes_to_the_replay_and_repairs_rows() {
+    let deployment = tokio::task::spawn_blocking(deploy_template).await.expect("deploy");
+    let sdk = tally_emulator::sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let config = DynamoConfig::from_settings(deployment.env("CommandApiFunction")).expect("settings");
+    seed(&DynamoStore::new(client.clone(), config)).await;
+
+    for (projection, mode) in [("order_summary", None), ("sales_by_day", Some("--truncate"))] {
+        let mut kills = 0;
+        for attempt in 0.. {
+            assert!(attempt < 20, "{projection}: the rebuild never finished");
+            let mut args = vec!["rebuild", projection, "--chunk", "100", "--segments", "2"];
+            args.extend(mode);
+            let mut child = tally(&deployment, &args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn tally");
+            if kills < 2 {
+                std::thread::sleep(Duration::from_millis(fastrand::u64(150..700)));
+                if child.try_wait().expect("poll").is_none() {
+                    child.kill().expect("SIGKILL");
+                    child.wait().expect("reap");
+                    kills += 1;
+                    continue;
+                }
+            }
+            let stdout = finished(child.wait_with_output().expect("wait"));
+            assert!(stdout.contains(projection), "{stdout}");
+            break;
+        }
+        eprintln!("{projection}: killed {kills} times, then finished");
+        assert!(kills >= 1, "{projection}: the rebuild was never killed midway");
+        assert_eq!(
+            differences(&deployment, &client, projection).await,
+            (0, 0),
+            "{projection} after {kills} kills equals the replay"
+        );
+    }
+
+    // A row corrupted by hand in the live table (green, after the first
+    // blue-green rebuild), then another rebuild: repaired, blue live again.
+    let green = deployment.output("OrderSummaryGreenTableName");
+    client
+        .update_item()
+        .table_name(green)
+        .key("pk", AttributeValue::S("o7".into()))
+        .update_expression("SET #s = :s")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":s", AttributeValue::S("cancelled".into()))
+        .send()
+        .await
+        .expect("corrupt");
+    assert_eq!(differences(&deployment, &client, "order_summary").await, (1, 0));
+    let stdout = finished(tally(&deployment, &["rebuild", "order_summary"]).output().expect("run"));
+    assert!(stdout.contains("is live (blue-green)"), "{stdout}");
+    assert_eq!(differences(&deployment, &client, "order_summary").await, (0, 0));
+    let blue = deployment.output("OrderSummaryTableName");
+    let row = client
+        .get_item()
+        .table_name(blue)
+        .key("pk", AttributeValue::S("o7".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("read")
+        .item
+        .expect("o7 in the blue table, live again");
+    assert_eq!(row.get("status"), Some(&AttributeValue::S("confirmed".into())));
+}
