@@ -9,9 +9,9 @@ use std::time::Duration;
 mod support;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use support::order_history;
+use support::{append_in_chunks, order_appends};
+use tally_core::Decider;
 use tally_core::projection::verify_projection;
-use tally_core::{AppendBatch, Decider, EventStore, Metadata, StreamAppend, StreamId, encode_event, seal};
 use tally_domain::Order;
 use tally_domain::recompute::MemoryModel;
 use tally_emulator::deploy::{Deployment, deploy_template};
@@ -41,36 +41,6 @@ fn finished(output: Output) -> String {
     );
     assert!(output.status.success(), "tally failed: {stdout}\n{stderr}");
     stdout
-}
-
-/// Appends the histories of `ORDERS` orders straight into the events table.
-async fn seed(store: &DynamoStore) {
-    let appends: Vec<StreamAppend> = (0..ORDERS)
-        .map(|i| {
-            let stream = StreamId::parse(format!("order-o{i}")).expect("stream");
-            let encoded = order_history(i)
-                .iter()
-                .map(|e| encode_event::<Order>(e).expect("encode"))
-                .collect();
-            let at = 1_772_323_200_000 + (i as i64 % 5) * 86_400_000;
-            StreamAppend {
-                events: seal(&stream, 0, None, encoded, &Metadata::default(), at),
-                stream_id: stream,
-                expected_version: 0,
-                snapshot: None,
-                view: None,
-            }
-        })
-        .collect();
-    for chunk in appends.chunks(20) {
-        store
-            .append(AppendBatch {
-                streams: chunk.to_vec(),
-                idempotency: None,
-            })
-            .await
-            .expect("seed");
-    }
 }
 
 /// The live model of `projection` against an in-memory replay: the
@@ -106,7 +76,14 @@ async fn a_rebuild_killed_by_sigkill_resumes_to_the_replay_and_repairs_rows() {
     let sdk = tally_emulator::sdk_config().await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let config = DynamoConfig::from_settings(deployment.env("CommandApiFunction")).expect("settings");
-    seed(&DynamoStore::new(client.clone(), config)).await;
+    // Straight into the events table (20 orders of at most 3 events and no
+    // inline rows per transaction: within DynamoDB's 100 items).
+    append_in_chunks(
+        &DynamoStore::new(client.clone(), config),
+        order_appends(0..ORDERS, 5),
+        20,
+    )
+    .await;
 
     for (projection, mode) in [("order_summary", None), ("sales_by_day", Some("--truncate"))] {
         let mut kills = 0;

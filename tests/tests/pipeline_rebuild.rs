@@ -11,9 +11,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use pipeline_support::{Pipeline, place, stock_skus};
 use serde_json::json;
-use tally_core::projection::{History, RebuildMode, RebuildOptions, RebuildReport, rebuild};
+use tally_core::projection::{BatchProjectionSink, History, RebuildMode, RebuildOptions, RebuildReport, rebuild};
 use tally_domain::views;
-use tally_store_dynamodb::{DynamoGenerations, DynamoHistory, SlotTables};
+use tally_store_dynamodb::{DynamoGenerations, DynamoHistory, Slot, SlotTables};
 
 const ORDER_SUMMARY_PROJECTOR: &str = "OrderSummaryProjectorFunction";
 const SALES_PROJECTOR: &str = "SalesByDayProjectorFunction";
@@ -270,6 +270,52 @@ async fn a_rebuild_killed_at_random_points_resumes_to_the_replay() {
         }
     }
     assert!(kills >= 1, "killed at least once");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    pipeline.assert_read_models_match_replay().await;
+}
+
+/// Given the history and an empty model, when two replays apply it as
+/// batches at the same time (each read its checkpoints before either
+/// wrote), then every event lands once: the loser of each conditional
+/// write or transaction falls back to event-by-event and finds duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_batches_apply_each_event_once() {
+    let pipeline = Pipeline::deploy().await;
+    stock_skus(&pipeline, &["apple", "pear"], 500).await;
+    for i in 0..30 {
+        place(
+            &pipeline,
+            &format!("r-{i}"),
+            "ann",
+            &[("apple", 1 + i % 2, 150), ("pear", 1, 300)],
+        )
+        .await;
+        if i % 3 == 0 {
+            pipeline.command(&format!("/orders/r-{i}/cancel"), json!({})).await;
+        }
+    }
+    let events: Vec<_> = pipeline.all_events().await.into_values().flatten().collect();
+    for (function, projection) in [
+        (ORDER_SUMMARY_PROJECTOR, views::ORDER_SUMMARY),
+        (SALES_PROJECTOR, views::SALES_BY_DAY),
+    ] {
+        let tables = SlotTables::from_settings(projection, pipeline.deployment.env(function))
+            .expect("settings")
+            .expect("a projection");
+        let (one, two) = (
+            tables.sink(&pipeline.dynamodb, Slot::Blue),
+            tables.sink(&pipeline.dynamodb, Slot::Blue),
+        );
+        let (a, b) = tokio::join!(one.apply_batch(&events), two.apply_batch(&events));
+        let (a, b) = (a.expect("first replay"), b.expect("second replay"));
+        let followed = events.iter().filter(|e| e.stream_id.category() == "order").count() as u64;
+        assert_eq!(
+            a.applied + b.applied,
+            followed,
+            "{projection}: each event applied once: {a:?} {b:?}"
+        );
+        assert_eq!(a.duplicates + b.duplicates, followed, "{projection}: and skipped once");
+    }
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     pipeline.assert_read_models_match_replay().await;
 }

@@ -144,7 +144,19 @@ const TARGETS: &[(&str, &str, &[&str], &str)] = &[
         "the order row, in either slot",
     ),
     (
-        "DynamoProjectionSink::read_summaries",
+        "DynamoProjectionSink::read_rows",
+        "table",
+        &[],
+        "a rebuild's batches (apply_batch): the CLI only, the projector delivers event by event",
+    ),
+    (
+        "DynamoProjectionSink::transact_sales",
+        "checkpoints",
+        &[],
+        "a rebuild's batches (apply_batch): the CLI only, the projector delivers event by event",
+    ),
+    (
+        "DynamoProjectionSink::transact_sales",
         "table",
         &[],
         "a rebuild's batches (apply_batch): the CLI only, the projector delivers event by event",

@@ -173,33 +173,42 @@ pub fn seed_orders(db: &Path, range: std::ops::Range<u64>) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let store = SqliteStore::open(db).expect("open store");
-        let appends: Vec<StreamAppend> = range
-            .map(|i| {
-                let stream = StreamId::parse(format!("order-o{i}")).expect("stream");
-                let encoded = order_history(i)
-                    .iter()
-                    .map(|e| encode_event::<Order>(e).expect("encode"))
-                    .collect();
-                let at = 1_772_323_200_000 + (i as i64 % 11) * 86_400_000;
-                StreamAppend {
-                    events: seal(&stream, 0, None, encoded, &Metadata::default(), at),
-                    stream_id: stream,
-                    expected_version: 0,
-                    snapshot: None,
-                    view: None,
-                }
-            })
-            .collect();
-        for chunk in appends.chunks(500) {
-            store
-                .append(AppendBatch {
-                    streams: chunk.to_vec(),
-                    idempotency: None,
-                })
-                .await
-                .expect("seed");
-        }
+        append_in_chunks(&store, order_appends(range, 11), 500).await;
     });
+}
+
+/// The appends creating orders `range` (`order_history`), placed over `days` days.
+pub fn order_appends(range: std::ops::Range<u64>, days: u64) -> Vec<StreamAppend> {
+    range
+        .map(|i| {
+            let stream = StreamId::parse(format!("order-o{i}")).expect("stream");
+            let encoded = order_history(i)
+                .iter()
+                .map(|e| encode_event::<Order>(e).expect("encode"))
+                .collect();
+            let at = 1_772_323_200_000 + (i % days.max(1)) as i64 * 86_400_000;
+            StreamAppend {
+                events: seal(&stream, 0, None, encoded, &Metadata::default(), at),
+                stream_id: stream,
+                expected_version: 0,
+                snapshot: None,
+                view: None,
+            }
+        })
+        .collect()
+}
+
+/// Appends `appends`, `chunk` streams per atomic append.
+pub async fn append_in_chunks(store: &dyn EventStore, appends: Vec<StreamAppend>, chunk: usize) {
+    for streams in appends.chunks(chunk) {
+        store
+            .append(AppendBatch {
+                streams: streams.to_vec(),
+                idempotency: None,
+            })
+            .await
+            .expect("seed");
+    }
 }
 
 /// How many events the store file holds (0 when there is no file).

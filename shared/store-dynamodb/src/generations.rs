@@ -234,20 +234,34 @@ impl SlotTables {
 
     /// `order_summary`'s tables from the settings.
     pub fn order_summary(settings: &impl Settings) -> Result<Self, MissingSetting> {
-        Ok(Self {
-            projection: views::ORDER_SUMMARY,
-            blue: settings.require(ENV_ORDER_SUMMARY_TABLE)?,
-            green: settings.require(ENV_ORDER_SUMMARY_GREEN_TABLE)?,
-            checkpoints: settings.require(ENV_CHECKPOINTS_TABLE)?,
-        })
+        Self::named(
+            views::ORDER_SUMMARY,
+            settings.require(ENV_ORDER_SUMMARY_TABLE)?,
+            settings.require(ENV_ORDER_SUMMARY_GREEN_TABLE)?,
+            settings,
+        )
     }
 
     /// `sales_by_day`'s tables from the settings.
     pub fn sales_by_day(settings: &impl Settings) -> Result<Self, MissingSetting> {
+        Self::named(
+            views::SALES_BY_DAY,
+            settings.require(ENV_SALES_TABLE)?,
+            settings.require(ENV_SALES_GREEN_TABLE)?,
+            settings,
+        )
+    }
+
+    fn named(
+        projection: &'static str,
+        blue: String,
+        green: String,
+        settings: &impl Settings,
+    ) -> Result<Self, MissingSetting> {
         Ok(Self {
-            projection: views::SALES_BY_DAY,
-            blue: settings.require(ENV_SALES_TABLE)?,
-            green: settings.require(ENV_SALES_GREEN_TABLE)?,
+            projection,
+            blue,
+            green,
             checkpoints: settings.require(ENV_CHECKPOINTS_TABLE)?,
         })
     }

@@ -33,7 +33,7 @@ use tally_domain::{Order, OrderEvent};
 use crate::items::Item;
 use crate::schema::{
     BATCH_GET_MAX_KEYS, CUSTOMER_ID, ENV_CHECKPOINTS_TABLE, ENV_ORDER_SUMMARY_TABLE, ENV_SALES_TABLE, PLACED_KEY,
-    READ_PK, READ_VERSION,
+    READ_PK, READ_VERSION, TRANSACT_MAX_ITEMS,
 };
 use crate::settings::{MissingSetting, Settings};
 use crate::store::number;
@@ -258,9 +258,9 @@ impl DynamoProjectionSink {
         }
     }
 
-    /// Reads the summary rows of `order_ids` (consistent BatchGetItem, 100
-    /// keys a request, unprocessed keys asked again).
-    async fn read_summaries(&self, table: &str, order_ids: &[&str]) -> Result<HashMap<String, Item>, ProjectionError> {
+    /// Reads the items of `table` keyed `keys` (consistent BatchGetItem, 100
+    /// keys a request, unprocessed keys asked again), by key.
+    async fn read_rows(&self, table: &str, order_ids: &[&str]) -> Result<HashMap<String, Item>, ProjectionError> {
         let mut rows = HashMap::with_capacity(order_ids.len());
         for chunk in order_ids.chunks(BATCH_GET_MAX_KEYS) {
             let keys: Vec<Item> = chunk
@@ -316,7 +316,7 @@ impl DynamoProjectionSink {
             }
         }
         let ids: Vec<&str> = streams.keys().map(|s| s.entity_id()).collect();
-        let rows = self.read_summaries(table, &ids).await?;
+        let rows = self.read_rows(table, &ids).await?;
         let mut folds = Vec::with_capacity(streams.len());
         for (stream, mut stream_events) in streams {
             stream_events.sort_by_key(|e| e.version);
@@ -405,6 +405,192 @@ impl DynamoProjectionSink {
             }
         }
         Ok(outcome)
+    }
+
+    /// `sales_by_day`'s batch: every stream's checkpoint read in
+    /// BatchGetItem requests, each stream's applicable events summed per
+    /// day in memory, then streams packed into TransactWriteItems of at
+    /// most 100 items: each stream's checkpoint moved (conditioned on the
+    /// value read) and the merged day deltas of exactly those streams
+    /// added. A transaction cancelled by a moved checkpoint is applied
+    /// again event by event.
+    async fn apply_sales_batch(
+        &self,
+        table: &str,
+        checkpoints: &str,
+        events: &[EventEnvelope],
+    ) -> Result<BatchApplied, ProjectionError> {
+        let mut outcome = BatchApplied::default();
+        let mut streams: BTreeMap<&StreamId, Vec<&EventEnvelope>> = BTreeMap::new();
+        for event in events {
+            if self.follows(&event.stream_id) {
+                streams.entry(&event.stream_id).or_default().push(event);
+            } else {
+                outcome.ignored += 1;
+            }
+        }
+        let keys: Vec<String> = streams.keys().map(|s| checkpoint_key(&self.namespace, s)).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let stored = self.read_rows(checkpoints, &key_refs).await?;
+        let mut folds = Vec::with_capacity(streams.len());
+        for ((stream, mut stream_events), key) in streams.into_iter().zip(keys) {
+            stream_events.sort_by_key(|e| e.version);
+            let checkpoint = match stored.get(&key) {
+                None => 0,
+                Some(item) => item_version(item).ok_or_else(|| ProjectionError::Poison {
+                    stream: stream.clone(),
+                    version: 0,
+                    reason: format!(
+                        "checkpoint item without a numeric version: {:?}",
+                        item.get(READ_VERSION)
+                    ),
+                })?,
+            };
+            let mut fold = SalesFold {
+                key,
+                checkpoint,
+                version: checkpoint,
+                applied: 0,
+                duplicates: 0,
+                gap: None,
+                days: BTreeMap::new(),
+                events: stream_events,
+            };
+            for event in &fold.events {
+                if event.version <= fold.version {
+                    fold.duplicates += 1;
+                    continue;
+                }
+                if event.version > fold.version + 1 {
+                    fold.gap = Some(Gap {
+                        stream: stream.clone(),
+                        checkpoint: fold.version,
+                        next: event.version,
+                    });
+                    break;
+                }
+                if let Some(delta) = views::sales_delta(&decode_order(event)?, event.timestamp_ms) {
+                    let day = fold.days.entry(delta.day.format("%Y-%m-%d").to_string()).or_default();
+                    day.0 += delta.orders;
+                    day.1 += delta.units;
+                    day.2 += delta.revenue_cents;
+                }
+                fold.version = event.version;
+                fold.applied += 1;
+            }
+            folds.push(fold);
+        }
+        // Pack whole streams into transactions of at most 100 items.
+        let mut groups: Vec<Vec<&SalesFold<'_>>> = vec![Vec::new()];
+        let mut days_in_group: std::collections::BTreeSet<&str> = Default::default();
+        for fold in folds.iter().filter(|f| f.applied > 0) {
+            let new_days = fold.days.keys().filter(|d| !days_in_group.contains(d.as_str())).count();
+            let items = groups.last().map_or(0, Vec::len) + days_in_group.len();
+            if items + 1 + new_days > TRANSACT_MAX_ITEMS {
+                groups.push(Vec::new());
+                days_in_group.clear();
+            }
+            days_in_group.extend(fold.days.keys().map(String::as_str));
+            if let Some(group) = groups.last_mut() {
+                group.push(fold);
+            }
+        }
+        for fold in folds.iter().filter(|f| f.applied == 0) {
+            outcome.duplicates += fold.duplicates;
+            outcome.gaps.extend(fold.gap.clone());
+        }
+        for group in groups.iter().filter(|g| !g.is_empty()) {
+            match self.transact_sales(table, checkpoints, group).await? {
+                ApplyOutcome::Applied => {
+                    for fold in group {
+                        outcome.applied += fold.applied;
+                        outcome.duplicates += fold.duplicates;
+                        outcome.gaps.extend(fold.gap.clone());
+                    }
+                }
+                ApplyOutcome::CheckpointMoved => {
+                    // A concurrent delivery moved a checkpoint: decide event by event.
+                    let owned: Vec<EventEnvelope> = group
+                        .iter()
+                        .flat_map(|f| f.events.iter().map(|e| (*e).clone()))
+                        .collect();
+                    outcome.absorb(apply_one_by_one(self, &owned).await?);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One transaction: the group's checkpoints moved and their days added.
+    async fn transact_sales(
+        &self,
+        table: &str,
+        checkpoints: &str,
+        group: &[&SalesFold<'_>],
+    ) -> Result<ApplyOutcome, ProjectionError> {
+        let mut days: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+        let mut items = Vec::with_capacity(group.len() * 2);
+        for fold in group {
+            for (day, delta) in &fold.days {
+                let sum = days.entry(day).or_default();
+                sum.0 += delta.0;
+                sum.1 += delta.1;
+                sum.2 += delta.2;
+            }
+            let mut update = Update::builder()
+                .table_name(checkpoints)
+                .key(READ_PK, AttributeValue::S(fold.key.clone()))
+                .update_expression("SET #v = :v")
+                .condition_expression(checkpoint_condition(fold.checkpoint))
+                .expression_attribute_names("#v", READ_VERSION)
+                .expression_attribute_values(":v", number(fold.version));
+            update = if fold.checkpoint == 0 {
+                update.expression_attribute_names("#pk", READ_PK)
+            } else {
+                update.expression_attribute_values(":expected", number(fold.checkpoint))
+            };
+            items.push(
+                TransactWriteItem::builder()
+                    .update(update.build().map_err(backend)?)
+                    .build(),
+            );
+        }
+        for (day, (orders, units, revenue)) in days {
+            let add = Update::builder()
+                .table_name(table)
+                .key(READ_PK, AttributeValue::S(day.to_owned()))
+                .update_expression("ADD #orders :orders, #units :units, #revenue :revenue")
+                .expression_attribute_names("#orders", "orders")
+                .expression_attribute_names("#units", "units")
+                .expression_attribute_names("#revenue", "revenue_cents")
+                .expression_attribute_values(":orders", number(orders))
+                .expression_attribute_values(":units", number(units))
+                .expression_attribute_values(":revenue", number(revenue))
+                .build()
+                .map_err(backend)?;
+            items.push(TransactWriteItem::builder().update(add).build());
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ApplyOutcome::Applied),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled)
+                    if cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    Ok(ApplyOutcome::CheckpointMoved)
+                }
+                _ => Err(backend(SdkError::ServiceError(e))),
+            },
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn apply_sales(
@@ -496,15 +682,17 @@ impl DynamoProjectionSink {
 
 /// Many events at once (a rebuild's chunks): `order_summary` folds each
 /// order's events in memory and writes its row once, conditioned on the
-/// version it read, so the batch is atomic per order; `sales_by_day` is
-/// applied event by event (each its own conditional transaction). Either
-/// way a write never lands without its checkpoint, which is all the rule needs.
+/// version it read, so the batch is atomic per order; `sales_by_day` sums
+/// each stream's days in memory and writes groups of streams in one
+/// transaction each (checkpoints conditioned, days added), so it is atomic
+/// per group. Either way a write never lands without its checkpoint, which
+/// is all the rule needs.
 #[async_trait]
 impl BatchProjectionSink for DynamoProjectionSink {
     async fn apply_batch(&self, events: &[EventEnvelope]) -> Result<BatchApplied, ProjectionError> {
         match &self.model {
             Model::OrderSummary { table } => self.apply_summaries(table, events).await,
-            Model::SalesByDay { .. } => apply_one_by_one(self, events).await,
+            Model::SalesByDay { table, checkpoints } => self.apply_sales_batch(table, checkpoints, events).await,
         }
     }
 }
@@ -518,6 +706,19 @@ enum SummaryWriteError {
     Encode(String),
     /// DynamoDB failed.
     Backend(ProjectionError),
+}
+
+/// One stream's events of a batch, summed per day: (orders, units, cents).
+struct SalesFold<'a> {
+    /// Its checkpoint item's key.
+    key: String,
+    checkpoint: u64,
+    version: u64,
+    applied: u64,
+    duplicates: u64,
+    gap: Option<Gap>,
+    days: BTreeMap<String, (i64, i64, i64)>,
+    events: Vec<&'a EventEnvelope>,
 }
 
 /// One order's events of a batch, folded onto its row.
