@@ -245,20 +245,24 @@ async fn a_rebuild_killed_at_random_points_resumes_to_the_replay() {
         assert!(attempt < 30, "the rebuild never finished");
         let generations = generations(&pipeline, ORDER_SUMMARY_PROJECTOR, views::ORDER_SUMMARY, 3);
         let history = history(&pipeline, 3);
+        // One event per chunk: every chunk is a recorded position, and the
+        // whole rebuild takes long enough (a second or more) for the
+        // random kills below to land midway.
         let options = RebuildOptions {
-            chunk: 5,
-            catch_up: 2,
+            chunk: 1,
+            catch_up: 1,
             finish: true,
         };
         let mut task =
             tokio::spawn(
                 async move { rebuild(&history, &generations, RebuildMode::BlueGreen, options, &mut ()).await },
             );
-        let budget = Duration::from_millis(if kills < 3 { fastrand::u64(20..400) } else { 60_000 });
+        let budget = Duration::from_millis(if kills < 3 { fastrand::u64(10..150) } else { 60_000 });
         match tokio::time::timeout(budget, &mut task).await {
             Ok(done) => {
                 let report = done.expect("join").expect("rebuild");
                 assert!(report.finished, "{report:?}");
+                eprintln!("finished after {kills} kills: {report:?}");
                 break;
             }
             Err(_) => {
