@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tally_bus::dlq::{self, DeadLetter};
 use tally_domain::views::PROJECTIONS;
-use tally_store_dynamodb::FailureLog;
+use tally_store_dynamodb::schema::ENV_CHECKPOINTS_TABLE;
+use tally_store_dynamodb::{FailureLog, Settings, StageNames};
 
 /// `tally dlq`: a projection's dead-letter queue on AWS.
 #[derive(Args)]
@@ -148,7 +149,7 @@ async fn list(queue: &str, stage: &str, json: bool) -> anyhow::Result<()> {
     let queues = resolve(&sqs, queue, stage, None).await?;
     let failures = FailureLog::new(
         aws_sdk_dynamodb::Client::new(&sdk),
-        format!("tally-{stage}-checkpoints"),
+        StageNames::new(stage).require(ENV_CHECKPOINTS_TABLE)?,
     );
     let lookup = queues.projection.as_deref().map(|p| (&failures, p));
     let letters = dlq::list(&sqs, &queues.dlq, lookup).await?;

@@ -520,7 +520,9 @@ async fn import_on_aws_is_validated_whole_and_idempotent() {
 fn a_stage_without_tables_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "inventory.csv", "sku,name,on_hand\nSKU-1,Blue widget,10\n");
-    let runs: [&[&str]; 6] = [
+    let runs: [&[&str]; 8] = [
+        &["rebuild", "order_summary"],
+        &["rebuild", "sales_by_day", "--truncate"],
         &["verify", "chain"],
         &["verify", "chain", "--stream", "order-o-1"],
         &["verify", "projections", "order_summary"],

@@ -124,4 +124,27 @@ async fn dlq_of_an_unknown_projection_is_refused_clearly() {
         stderr.contains("unknown projection") && !stderr.contains("panicked"),
         "{stderr}"
     );
+
+    // A stage that was never deployed, and a queue URL that names no queue:
+    // one clear line each, exit status 2.
+    let missing_stage = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["dlq", "list", "order_summary", "--stage", "nosuchstage"])
+        .env("AWS_ENDPOINT_URL", tally_emulator::endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run tally");
+    let no_queue = format!("{}/123456789012/tally-no-such-queue", tally_emulator::endpoint());
+    for (out, names) in [
+        (missing_stage, "tally-nosuchstage-order-summary"),
+        (tally(&deployment, &["dlq", "list", &no_queue]), "tally-no-such-queue"),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.lines().count() == 1 && stderr.contains(names) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
 }
