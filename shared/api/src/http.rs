@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tally_core::{CommandError, EventEnvelope, Metadata, StoreError, StreamId, fold_events, load_aggregate};
+use tally_core::{CommandError, EventEnvelope, Metadata, StoreError, StreamId, load_aggregate};
+use tally_domain::history::{StateError, aggregate_state};
 use tally_domain::ids::validate_text;
 use tally_domain::inventory::REASON_MAX_LEN;
 use tally_domain::order::CANCEL_REASON_MAX_LEN;
@@ -698,17 +699,14 @@ async fn stream_state(
     };
     let version = last.version;
     let timestamp_ms = last.timestamp_ms;
-    let aggregate_state = match stream.category() {
-        "inventory" => serde_json::to_value(fold_events::<Inventory>(Default::default(), &events)?),
-        "order" => serde_json::to_value(fold_events::<Order>(Default::default(), &events)?),
-        other => {
-            return Err(ApiError::not_found(
-                "unknown_category",
-                format!("no aggregate has category {other}"),
-            ));
+    // The same fold as `tally stream state`.
+    let aggregate_state = aggregate_state(&stream, &events).map_err(|e| match e {
+        StateError::UnknownCategory(other) => {
+            ApiError::not_found("unknown_category", format!("no aggregate has category {other}"))
         }
-    }
-    .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        StateError::Corrupt(e) => ApiError::from(e),
+        StateError::Serialise(e) => ApiError::from(StoreError::Backend(Box::new(e))),
+    })?;
     Ok(Json(json!({
         "stream_id": stream,
         "version": version,
