@@ -3,7 +3,6 @@
 //! router over the DynamoDB store on the emulator, in file order, and gets
 //! the answer its name promises.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -11,28 +10,6 @@ use lambda_http::tower::ServiceExt;
 use serde_json::Value;
 use tally_api::{ApiConfig, CommandState};
 use tally_store_dynamodb::DynamoStore;
-
-fn payloads() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/command-api");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|path| {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            (name, text)
-        })
-        .collect()
-}
 
 fn expected_status(name: &str) -> u16 {
     match name {
@@ -53,7 +30,7 @@ async fn every_payload_file_gets_its_answer() {
     let store = DynamoStore::new(client, tables);
     let router = tally_api::command_router(CommandState::new(Arc::new(store), ApiConfig::default()));
 
-    let payloads = payloads();
+    let payloads = tally_emulator::payloads::payload_files("command-api");
     assert!(payloads.len() >= 8, "events/command-api holds the route payloads");
     let mut placed: Option<Value> = None;
     for (name, text) in &payloads {

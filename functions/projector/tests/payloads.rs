@@ -12,9 +12,7 @@ use tally_emulator::deploy::{Deployment, deploy_template};
 use tally_store_dynamodb::{DynamoReadModels, ReadTables};
 
 fn payload(name: &str) -> SqsEvent {
-    let path = format!("{}/../../events/projector/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not an SQS event: {e}"))
+    tally_emulator::payloads::payload("projector", name)
 }
 
 async fn setup() -> (Deployment, Projector, DynamoReadModels) {

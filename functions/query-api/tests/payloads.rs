@@ -6,7 +6,6 @@
 //! inventory is inline, and the order comes from the events table through
 //! `min_version`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -14,32 +13,6 @@ use lambda_http::tower::ServiceExt;
 use serde_json::Value;
 use tally_api::{ApiConfig, CommandState, QueryState};
 use tally_store_dynamodb::{DynamoConfig, DynamoReadModels, DynamoStore, ReadTables};
-
-fn payloads(function: &str) -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../events")
-        .join(function);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|path| {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (
-                name,
-                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-            )
-        })
-        .collect()
-}
 
 async fn call(router: &axum::Router, name: &str, text: &str) -> (u16, Value) {
     let request =
@@ -65,7 +38,7 @@ async fn every_query_payload_gets_its_answer() {
         )),
         ApiConfig::default(),
     ));
-    for (name, text) in payloads("command-api").iter().take(6) {
+    for (name, text) in tally_emulator::payloads::payload_files("command-api").iter().take(6) {
         let (status, body) = call(&commands, name, text).await;
         assert!(status < 300, "walkthrough step {name}: {status} {body}");
     }
@@ -77,7 +50,7 @@ async fn every_query_payload_gets_its_answer() {
     );
     let reads = DynamoReadModels::new(client, ReadTables::from_settings(env).expect("tables"));
     let queries = tally_api::query_router(QueryState::new(Arc::new(store), Arc::new(reads), ApiConfig::default()));
-    let answers = payloads("query-api");
+    let answers = tally_emulator::payloads::payload_files("query-api");
     assert!(answers.len() >= 8, "events/query-api holds the route payloads");
     for (name, text) in &answers {
         let (status, body) = call(&queries, name, text).await;

@@ -11,9 +11,7 @@ use tally_bus::{Publisher, PublisherConfig};
 use tally_emulator::deploy::deploy_template;
 
 fn payload(name: &str) -> Event {
-    let path = format!("{}/../../events/stream-publisher/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not a DynamoDB stream event: {e}"))
+    tally_emulator::payloads::payload("stream-publisher", name)
 }
 
 /// INSERT → one CloudEvent on the bus, in each projection's queue; MODIFY

@@ -36,6 +36,7 @@ use tally_store_dynamodb::{DynamoConfig, DynamoStore};
 
 pub mod deploy;
 pub mod driver;
+pub mod payloads;
 
 struct Emulator {
     endpoint: String,
