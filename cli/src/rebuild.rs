@@ -61,10 +61,11 @@ pub struct RebuildArgs {
     /// live; a later run without it resumes, catches up and switches.
     #[arg(long, conflicts_with = "truncate")]
     no_switch: bool,
-    /// Events applied per transaction.
-    #[arg(long, default_value_t = 20_000, value_name = "EVENTS",
-          value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
-    chunk: u32,
+    /// Events per chunk: one SQLite transaction, or on AWS one recorded Scan
+    /// position; a killed rebuild redoes at most one chunk.
+    /// [default: 20000 with --db, 1000 with --aws]
+    #[arg(long, value_name = "EVENTS", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    chunk: Option<u32>,
     /// With --aws: parallel Scan segments of the replay (a resumed rebuild
     /// must use the number it started with).
     #[arg(long, default_value_t = DEFAULT_SEGMENTS, value_name = "N",
@@ -125,13 +126,17 @@ fn describe(projection: &str, report: &RebuildReport, elapsed: std::time::Durati
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let projection = known_projection(&args.projection)?;
     let backend = args.store.open_backend().await?;
+    let chunk = args.chunk.unwrap_or(match backend {
+        Backend::Sqlite(_) => 20_000,
+        Backend::Aws(_) => 1_000,
+    });
     let mode = if args.truncate {
         RebuildMode::Truncate
     } else {
         RebuildMode::BlueGreen
     };
     let options = RebuildOptions {
-        chunk: args.chunk as usize,
+        chunk: chunk as usize,
         finish: !args.no_switch,
         ..RebuildOptions::default()
     };
@@ -156,7 +161,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
                 tables,
                 history.clone(),
                 Duration::from_secs(args.settle),
-                args.chunk as usize,
+                chunk as usize,
             );
             rebuild(&history, &generations, mode, options, &mut progress).await
         }

@@ -181,7 +181,8 @@ async fn seeded_stack(client: &aws_sdk_dynamodb::Client, target: u64) -> tally_e
     }
     write(client, &events_table, batch).await;
     println!(
-        "seeded {seeded} events ({order} orders) in {:.1} s",
+        "seeded {seeded} events ({order} orders) into stack {} in {:.1} s",
+        deployment.stack,
         started.elapsed().as_secs_f64()
     );
 
