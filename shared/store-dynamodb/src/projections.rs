@@ -307,19 +307,11 @@ impl DynamoProjectionSink {
     /// once. An order whose row moved meanwhile is applied event by event.
     async fn apply_summaries(&self, table: &str, events: &[EventEnvelope]) -> Result<BatchApplied, ProjectionError> {
         let mut outcome = BatchApplied::default();
-        let mut streams: BTreeMap<&StreamId, Vec<&EventEnvelope>> = BTreeMap::new();
-        for event in events {
-            if self.follows(&event.stream_id) {
-                streams.entry(&event.stream_id).or_default().push(event);
-            } else {
-                outcome.ignored += 1;
-            }
-        }
+        let streams = by_stream(self, events, &mut outcome);
         let ids: Vec<&str> = streams.keys().map(|s| s.entity_id()).collect();
         let rows = self.read_rows(table, &ids).await?;
         let mut folds = Vec::with_capacity(streams.len());
-        for (stream, mut stream_events) in streams {
-            stream_events.sort_by_key(|e| e.version);
+        for (stream, stream_events) in streams {
             let item = rows.get(stream.entity_id());
             let checkpoint = match item {
                 None => 0,
@@ -329,7 +321,7 @@ impl DynamoProjectionSink {
                     reason: format!("summary row without a numeric version: {:?}", item.get(READ_VERSION)),
                 })?,
             };
-            let mut row: Option<OrderSummary> = match item {
+            let row: Option<OrderSummary> = match item {
                 Some(item) if item.contains_key(CUSTOMER_ID) => Some(serde_dynamo::from_item(item.clone()).map_err(
                     |e| ProjectionError::Poison {
                         stream: stream.clone(),
@@ -339,35 +331,15 @@ impl DynamoProjectionSink {
                 )?),
                 _ => None,
             };
-            let mut fold = SummaryFold {
+            folds.push(StreamFold::new(
                 stream,
                 checkpoint,
-                version: checkpoint,
-                applied: 0,
-                duplicates: 0,
-                gap: None,
-                events: stream_events,
-                row: None,
-            };
-            for event in &fold.events {
-                if event.version <= fold.version {
-                    fold.duplicates += 1;
-                    continue;
-                }
-                if event.version > fold.version + 1 {
-                    fold.gap = Some(Gap {
-                        stream: stream.clone(),
-                        checkpoint: fold.version,
-                        next: event.version,
-                    });
-                    break;
-                }
-                row = views::apply_order_summary(row, &decode_order(event)?, event.version, event.timestamp_ms);
-                fold.version = event.version;
-                fold.applied += 1;
-            }
-            fold.row = row;
-            folds.push(fold);
+                stream_events,
+                row,
+                |row, event, order_event| {
+                    *row = views::apply_order_summary(row.take(), &order_event, event.version, event.timestamp_ms);
+                },
+            )?);
         }
         for batch in folds.chunks(SUMMARY_WRITES) {
             let written = try_join_all(batch.iter().map(|fold| async move {
@@ -379,7 +351,7 @@ impl DynamoProjectionSink {
                     fold.stream.entity_id(),
                     fold.checkpoint,
                     fold.version,
-                    fold.row.as_ref(),
+                    fold.state.as_ref(),
                 )
                 .await
                 .map_err(|e| match e {
@@ -394,12 +366,10 @@ impl DynamoProjectionSink {
             .await?;
             for (fold, result) in batch.iter().zip(written) {
                 if result == ApplyOutcome::Applied {
-                    outcome.applied += fold.applied;
-                    outcome.duplicates += fold.duplicates;
-                    outcome.gaps.extend(fold.gap.clone());
+                    fold.count_into(&mut outcome);
                 } else {
                     // Raced by a concurrent delivery: decide event by event.
-                    let owned: Vec<EventEnvelope> = fold.events.iter().map(|e| (*e).clone()).collect();
+                    let owned: Vec<EventEnvelope> = fold.owned_events().collect();
                     outcome.absorb(apply_one_by_one(self, &owned).await?);
                 }
             }
@@ -421,20 +391,12 @@ impl DynamoProjectionSink {
         events: &[EventEnvelope],
     ) -> Result<BatchApplied, ProjectionError> {
         let mut outcome = BatchApplied::default();
-        let mut streams: BTreeMap<&StreamId, Vec<&EventEnvelope>> = BTreeMap::new();
-        for event in events {
-            if self.follows(&event.stream_id) {
-                streams.entry(&event.stream_id).or_default().push(event);
-            } else {
-                outcome.ignored += 1;
-            }
-        }
+        let streams = by_stream(self, events, &mut outcome);
         let keys: Vec<String> = streams.keys().map(|s| checkpoint_key(&self.namespace, s)).collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let stored = self.read_rows(checkpoints, &key_refs).await?;
         let mut folds = Vec::with_capacity(streams.len());
-        for ((stream, mut stream_events), key) in streams.into_iter().zip(keys) {
-            stream_events.sort_by_key(|e| e.version);
+        for ((stream, stream_events), key) in streams.into_iter().zip(keys) {
             let checkpoint = match stored.get(&key) {
                 None => 0,
                 Some(item) => item_version(item).ok_or_else(|| ProjectionError::Poison {
@@ -446,74 +408,47 @@ impl DynamoProjectionSink {
                     ),
                 })?,
             };
-            let mut fold = SalesFold {
-                key,
+            let fold = StreamFold::new(
+                stream,
                 checkpoint,
-                version: checkpoint,
-                applied: 0,
-                duplicates: 0,
-                gap: None,
-                days: BTreeMap::new(),
-                events: stream_events,
-            };
-            for event in &fold.events {
-                if event.version <= fold.version {
-                    fold.duplicates += 1;
-                    continue;
-                }
-                if event.version > fold.version + 1 {
-                    fold.gap = Some(Gap {
-                        stream: stream.clone(),
-                        checkpoint: fold.version,
-                        next: event.version,
-                    });
-                    break;
-                }
-                if let Some(delta) = views::sales_delta(&decode_order(event)?, event.timestamp_ms) {
-                    let day = fold.days.entry(delta.day.format("%Y-%m-%d").to_string()).or_default();
-                    day.0 += delta.orders;
-                    day.1 += delta.units;
-                    day.2 += delta.revenue_cents;
-                }
-                fold.version = event.version;
-                fold.applied += 1;
-            }
-            folds.push(fold);
+                stream_events,
+                DaySums::new(),
+                |days, event, order_event| {
+                    if let Some(delta) = views::sales_delta(&order_event, event.timestamp_ms) {
+                        let day = days.entry(delta.day.format("%Y-%m-%d").to_string()).or_default();
+                        day.0 += delta.orders;
+                        day.1 += delta.units;
+                        day.2 += delta.revenue_cents;
+                    }
+                },
+            )?;
+            folds.push((key, fold));
         }
         // Pack whole streams into transactions of at most 100 items.
-        let mut groups: Vec<Vec<&SalesFold<'_>>> = vec![Vec::new()];
+        let mut groups: Vec<Vec<&(String, StreamFold<'_, DaySums>)>> = vec![Vec::new()];
         let mut days_in_group: std::collections::BTreeSet<&str> = Default::default();
-        for fold in folds.iter().filter(|f| f.applied > 0) {
-            let new_days = fold.days.keys().filter(|d| !days_in_group.contains(d.as_str())).count();
+        for keyed in folds.iter().filter(|(_, f)| f.applied > 0) {
+            let days = &keyed.1.state;
+            let new_days = days.keys().filter(|d| !days_in_group.contains(d.as_str())).count();
             let items = groups.last().map_or(0, Vec::len) + days_in_group.len();
             if items + 1 + new_days > TRANSACT_MAX_ITEMS {
                 groups.push(Vec::new());
                 days_in_group.clear();
             }
-            days_in_group.extend(fold.days.keys().map(String::as_str));
+            days_in_group.extend(days.keys().map(String::as_str));
             if let Some(group) = groups.last_mut() {
-                group.push(fold);
+                group.push(keyed);
             }
         }
-        for fold in folds.iter().filter(|f| f.applied == 0) {
-            outcome.duplicates += fold.duplicates;
-            outcome.gaps.extend(fold.gap.clone());
+        for (_, fold) in folds.iter().filter(|(_, f)| f.applied == 0) {
+            fold.count_into(&mut outcome);
         }
         for group in groups.iter().filter(|g| !g.is_empty()) {
             match self.transact_sales(table, checkpoints, group).await? {
-                ApplyOutcome::Applied => {
-                    for fold in group {
-                        outcome.applied += fold.applied;
-                        outcome.duplicates += fold.duplicates;
-                        outcome.gaps.extend(fold.gap.clone());
-                    }
-                }
+                ApplyOutcome::Applied => group.iter().for_each(|(_, fold)| fold.count_into(&mut outcome)),
                 ApplyOutcome::CheckpointMoved => {
                     // A concurrent delivery moved a checkpoint: decide event by event.
-                    let owned: Vec<EventEnvelope> = group
-                        .iter()
-                        .flat_map(|f| f.events.iter().map(|e| (*e).clone()))
-                        .collect();
+                    let owned: Vec<EventEnvelope> = group.iter().flat_map(|(_, f)| f.owned_events()).collect();
                     outcome.absorb(apply_one_by_one(self, &owned).await?);
                 }
             }
@@ -526,12 +461,12 @@ impl DynamoProjectionSink {
         &self,
         table: &str,
         checkpoints: &str,
-        group: &[&SalesFold<'_>],
+        group: &[&(String, StreamFold<'_, DaySums>)],
     ) -> Result<ApplyOutcome, ProjectionError> {
         let mut days: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
         let mut items = Vec::with_capacity(group.len() * 2);
-        for fold in group {
-            for (day, delta) in &fold.days {
+        for (key, fold) in group {
+            for (day, delta) in &fold.state {
                 let sum = days.entry(day).or_default();
                 sum.0 += delta.0;
                 sum.1 += delta.1;
@@ -539,7 +474,7 @@ impl DynamoProjectionSink {
             }
             let mut update = Update::builder()
                 .table_name(checkpoints)
-                .key(READ_PK, AttributeValue::S(fold.key.clone()))
+                .key(READ_PK, AttributeValue::S(key.clone()))
                 .update_expression("SET #v = :v")
                 .condition_expression(checkpoint_condition(fold.checkpoint))
                 .expression_attribute_names("#v", READ_VERSION)
@@ -708,23 +643,12 @@ enum SummaryWriteError {
     Backend(ProjectionError),
 }
 
-/// One stream's events of a batch, summed per day: (orders, units, cents).
-struct SalesFold<'a> {
-    /// Its checkpoint item's key.
-    key: String,
-    checkpoint: u64,
-    version: u64,
-    applied: u64,
-    duplicates: u64,
-    gap: Option<Gap>,
-    days: BTreeMap<String, (i64, i64, i64)>,
-    events: Vec<&'a EventEnvelope>,
-}
-
-/// One order's events of a batch, folded onto its row.
-struct SummaryFold<'a> {
+/// One stream's events of a batch, folded from its stored checkpoint by the
+/// runtime's rule: at or below the checkpoint a duplicate, the next version
+/// applied to `state`, beyond it a gap that stops the stream there.
+struct StreamFold<'a, S> {
     stream: &'a StreamId,
-    /// The row's version when read (0: none).
+    /// The checkpoint as read (0: none).
     checkpoint: u64,
     /// The version after the fold.
     version: u64,
@@ -732,8 +656,82 @@ struct SummaryFold<'a> {
     duplicates: u64,
     gap: Option<Gap>,
     events: Vec<&'a EventEnvelope>,
-    row: Option<OrderSummary>,
+    /// What the applied events made (the row, or the days' sums).
+    state: S,
 }
+
+impl<'a, S> StreamFold<'a, S> {
+    /// Folds `events` (of `stream`, any order) onto `state` from `checkpoint`.
+    fn new(
+        stream: &'a StreamId,
+        checkpoint: u64,
+        mut events: Vec<&'a EventEnvelope>,
+        mut state: S,
+        mut apply: impl FnMut(&mut S, &EventEnvelope, OrderEvent),
+    ) -> Result<Self, ProjectionError> {
+        events.sort_by_key(|e| e.version);
+        let (mut version, mut applied, mut duplicates, mut gap) = (checkpoint, 0, 0, None);
+        for event in &events {
+            if event.version <= version {
+                duplicates += 1;
+                continue;
+            }
+            if event.version > version + 1 {
+                gap = Some(Gap {
+                    stream: stream.clone(),
+                    checkpoint: version,
+                    next: event.version,
+                });
+                break;
+            }
+            apply(&mut state, event, decode_order(event)?);
+            version = event.version;
+            applied += 1;
+        }
+        Ok(Self {
+            stream,
+            checkpoint,
+            version,
+            applied,
+            duplicates,
+            gap,
+            events,
+            state,
+        })
+    }
+
+    /// Counts this stream's outcome as written.
+    fn count_into(&self, outcome: &mut BatchApplied) {
+        outcome.applied += self.applied;
+        outcome.duplicates += self.duplicates;
+        outcome.gaps.extend(self.gap.clone());
+    }
+
+    /// Its events, to be applied one by one after a lost race.
+    fn owned_events(&self) -> impl Iterator<Item = EventEnvelope> + '_ {
+        self.events.iter().map(|e| (*e).clone())
+    }
+}
+
+/// The followed events of a batch by stream; the others counted as ignored.
+fn by_stream<'a>(
+    sink: &DynamoProjectionSink,
+    events: &'a [EventEnvelope],
+    outcome: &mut BatchApplied,
+) -> BTreeMap<&'a StreamId, Vec<&'a EventEnvelope>> {
+    let mut streams: BTreeMap<&StreamId, Vec<&EventEnvelope>> = BTreeMap::new();
+    for event in events {
+        if sink.follows(&event.stream_id) {
+            streams.entry(&event.stream_id).or_default().push(event);
+        } else {
+            outcome.ignored += 1;
+        }
+    }
+    streams
+}
+
+/// A day's sums: (orders, units, cents).
+type DaySums = BTreeMap<String, (i64, i64, i64)>;
 
 #[async_trait]
 impl ProjectionSink for DynamoProjectionSink {
