@@ -71,6 +71,19 @@ fn checkpoint_condition(expected: u64) -> &'static str {
     }
 }
 
+/// The checkpoint an item holds for `stream` (0: no item); an item without a
+/// numeric version is poison, named as `what`.
+fn stored_checkpoint(stream: &StreamId, item: Option<&Item>, what: &str) -> Result<u64, ProjectionError> {
+    match item {
+        None => Ok(0),
+        Some(item) => item_version(item).ok_or_else(|| ProjectionError::Poison {
+            stream: stream.clone(),
+            version: 0,
+            reason: format!("{what} without a numeric version: {:?}", item.get(READ_VERSION)),
+        }),
+    }
+}
+
 /// The `version` attribute of a read item.
 fn item_version(item: &Item) -> Option<u64> {
     match item.get(READ_VERSION) {
@@ -313,14 +326,7 @@ impl DynamoProjectionSink {
         let mut folds = Vec::with_capacity(streams.len());
         for (stream, stream_events) in streams {
             let item = rows.get(stream.entity_id());
-            let checkpoint = match item {
-                None => 0,
-                Some(item) => item_version(item).ok_or_else(|| ProjectionError::Poison {
-                    stream: stream.clone(),
-                    version: 0,
-                    reason: format!("summary row without a numeric version: {:?}", item.get(READ_VERSION)),
-                })?,
-            };
+            let checkpoint = stored_checkpoint(stream, item, "summary row")?;
             let row: Option<OrderSummary> = match item {
                 Some(item) if item.contains_key(CUSTOMER_ID) => Some(serde_dynamo::from_item(item.clone()).map_err(
                     |e| ProjectionError::Poison {
@@ -397,17 +403,7 @@ impl DynamoProjectionSink {
         let stored = self.read_rows(checkpoints, &key_refs).await?;
         let mut folds = Vec::with_capacity(streams.len());
         for ((stream, stream_events), key) in streams.into_iter().zip(keys) {
-            let checkpoint = match stored.get(&key) {
-                None => 0,
-                Some(item) => item_version(item).ok_or_else(|| ProjectionError::Poison {
-                    stream: stream.clone(),
-                    version: 0,
-                    reason: format!(
-                        "checkpoint item without a numeric version: {:?}",
-                        item.get(READ_VERSION)
-                    ),
-                })?,
-            };
+            let checkpoint = stored_checkpoint(stream, stored.get(&key), "checkpoint item")?;
             let fold = StreamFold::new(
                 stream,
                 checkpoint,
@@ -746,17 +742,7 @@ impl ProjectionSink for DynamoProjectionSink {
     async fn checkpoint(&self, stream: &StreamId) -> Result<u64, ProjectionError> {
         let (table, key) = self.checkpoint_item(stream);
         let item = self.read_item(table, key.clone()).await?;
-        let version = match &item {
-            None => 0,
-            Some(item) => item_version(item).ok_or_else(|| ProjectionError::Poison {
-                stream: stream.clone(),
-                version: 0,
-                reason: format!(
-                    "checkpoint item without a numeric version: {:?}",
-                    item.get(READ_VERSION)
-                ),
-            })?,
-        };
+        let version = stored_checkpoint(stream, item.as_ref(), "checkpoint item")?;
         if matches!(self.model, Model::OrderSummary { .. })
             && let Ok(mut rows) = self.rows.lock()
         {
