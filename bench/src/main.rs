@@ -13,7 +13,7 @@ use tally_core::chain::verify_all_chains;
 use tally_core::projection::{History, RebuildMode, RebuildOptions, rebuild, verify_projection};
 use tally_core::{
     AppendBatch, Decider, EventEnvelope, EventStore, Metadata, ProjectionSink, Snapshot, StreamAppend, StreamId,
-    deliver, encode_event, fold_events, load_aggregate, seal,
+    deliver, encode_event, fold_events, load_aggregate, seal, seal_with_snapshot,
 };
 use tally_domain::recompute::MemoryModel;
 use tally_domain::views::{ORDER_SUMMARY, SALES_BY_DAY};
@@ -101,8 +101,10 @@ fn decide_and_evolve() {
     );
 }
 
-/// A 100k-event inventory stream, sealed as the store would hold it.
-fn inventory_stream(stream: &StreamId) -> (Vec<EventEnvelope>, InventoryState) {
+/// A 100k-event inventory stream, sealed as the store would hold it; with
+/// `snapshot`, its last event carries (and its hash covers) a snapshot of
+/// the final state.
+fn inventory_stream(stream: &StreamId, snapshot: bool) -> (Vec<EventEnvelope>, Option<Snapshot>) {
     let events: Vec<InventoryEvent> = (0..STREAM_LEN)
         .map(|v| match v {
             0 => InventoryEvent::SkuRegistered {
@@ -119,21 +121,23 @@ fn inventory_stream(stream: &StreamId) -> (Vec<EventEnvelope>, InventoryState) {
         .iter()
         .map(|e| encode_event::<Inventory>(e).expect("encode"))
         .collect();
-    (seal(stream, 0, None, encoded, &Metadata::default(), 1), state)
+    let snapshot = snapshot.then(|| Snapshot {
+        version: STREAM_LEN,
+        schema: Inventory::STATE_SCHEMA,
+        state: serde_json::to_value(&state).expect("state"),
+    });
+    let sealed = seal_with_snapshot(stream, 0, None, encoded, &Metadata::default(), 1, snapshot.as_ref());
+    (sealed, snapshot)
 }
 
 async fn rehydration(dir: &std::path::Path) {
     let store = SqliteStore::open(dir.join("rehydrate.db")).expect("store");
     for (name, snapshot) in [("inventory-SNAP", true), ("inventory-FULL", false)] {
         let stream = StreamId::parse(name).expect("stream");
-        let (events, state) = inventory_stream(&stream);
+        let (events, final_snapshot) = inventory_stream(&stream, snapshot);
         for (i, chunk) in events.chunks(10_000).enumerate() {
             let last = chunk.last().map_or(0, |e| e.version);
-            let snapshot = (snapshot && last == STREAM_LEN).then(|| Snapshot {
-                version: last,
-                schema: Inventory::STATE_SCHEMA,
-                state: serde_json::to_value(&state).expect("state"),
-            });
+            let snapshot = final_snapshot.clone().filter(|_| last == STREAM_LEN);
             store
                 .append(AppendBatch {
                     streams: vec![StreamAppend {

@@ -144,6 +144,7 @@ async fn chain_of(scan: &impl StreamScan, stream: &StreamId) -> anyhow::Result<C
         let mut ended = page.len() < PAGE;
         for scanned in &page {
             let (ScannedEvent::Readable(tally_core::EventEnvelope { stream_id, version, .. })
+            | ScannedEvent::TamperedSnapshot(tally_core::EventEnvelope { stream_id, version, .. })
             | ScannedEvent::Unreadable {
                 stream: stream_id,
                 version,

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use serde_json::{Value, json};
 use support::texts;
 use tally_api::{ApiConfig, CommandState, QueryState};
+use tally_core::deliver;
 use tally_core::projection::History;
-use tally_core::{WinnerCache, deliver};
 use tally_emulator::deploy::{Deployment, deploy_template};
 use tally_store_dynamodb::schema::{EVENTS_PK, EVENTS_SK, READ_PK};
 use tally_store_dynamodb::{DynamoConfig, DynamoHistory, DynamoReadModels, DynamoStore, ReadTables, Slot, SlotTables};
@@ -75,7 +75,7 @@ impl Stack {
         let store_config = DynamoConfig::from_settings(deployment.env("CommandApiFunction")).expect("command settings");
         let config = ApiConfig::with_snapshot_interval(store_config.snapshot_interval);
         let store = DynamoStore::new(client.clone(), store_config);
-        let commands = tally_api::command_router(CommandState::new(Arc::new(WinnerCache::new(store.clone())), config));
+        let commands = tally_api::command_router(CommandState::new(Arc::new(store.clone()), config));
 
         let query_env = deployment.env("QueryApiFunction");
         let reader = DynamoStore::new(

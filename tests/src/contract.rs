@@ -25,8 +25,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tally_core::{
-    AppendBatch, AppendOutcome, Decider, EventEnvelope, EventStore, IdempotencyRecord, Metadata, Snapshot, StoreError,
-    StreamAppend, StreamId, Upcasters, encode_event, fold_events, load_aggregate, seal, verify_chain,
+    AppendBatch, AppendOutcome, At, Decider, EventEnvelope, EventStore, IdempotencyRecord, Metadata, Snapshot,
+    StoreError, StreamAppend, StreamId, Upcasters, aggregate_at, encode_event, fold_events, load_aggregate, seal,
+    seal_with_snapshot, verify_chain,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -105,6 +106,17 @@ pub struct Tampering {
     pub version: u64,
     /// The payload to store instead of the original one.
     pub data: Value,
+}
+
+/// What a snapshot-tampering hook rewrites: the stored snapshot state of one event.
+#[derive(Debug, Clone)]
+pub struct SnapshotTampering {
+    /// The stream holding the event.
+    pub stream_id: StreamId,
+    /// The event's version.
+    pub version: u64,
+    /// The snapshot state to store instead of the original one.
+    pub state: Value,
 }
 
 /// The contract cases, run against one store.
@@ -359,17 +371,19 @@ impl StoreContract {
     /// and reaches the state a full replay reaches.
     pub async fn load_starts_at_newest_snapshot(&self) {
         let stream = unique_stream("snapshot");
-        let first = sealed_after(&stream, None, &[1, 2], T0_MS);
-        let second = sealed_after(&stream, first.last(), &[3, 4], T0_MS);
-        let third = sealed_after(&stream, second.last(), &[5, 6], T0_MS);
-        let all = [first.clone(), second.clone(), third.clone()].concat();
+        // States depend on the payloads only: a draft gives every version's.
+        let draft = sealed_after(&stream, None, &[1, 2, 3, 4, 5, 6], T0_MS);
         let state_at = |version: u64| {
-            let upto = all.iter().filter(|e| e.version <= version);
+            let upto = draft.iter().filter(|e| e.version <= version);
             fold_events::<Counter>(CounterState::default(), upto).expect("fold")
         };
         let older = counter_snapshot(2, &state_at(2));
         let newest = counter_snapshot(4, &state_at(4));
-        self.append(vec![with_snapshot(&stream, 0, first, older)], None)
+        let first = sealed_with(&stream, None, &[1, 2], T0_MS, Some(&older));
+        let second = sealed_with(&stream, first.last(), &[3, 4], T0_MS + 10, Some(&newest));
+        let third = sealed_after(&stream, second.last(), &[5, 6], T0_MS + 20);
+        let all = [first.clone(), second.clone(), third.clone()].concat();
+        self.append(vec![with_snapshot(&stream, 0, first, older.clone())], None)
             .await
             .expect("append with snapshot at 2");
         self.append(vec![with_snapshot(&stream, 2, second, newest.clone())], None)
@@ -388,6 +402,12 @@ impl StoreContract {
         );
         assert_eq!(loaded.events, all[3..].to_vec());
         assert_eq!(loaded.version(), 6);
+        assert_eq!(
+            loaded.base_hash.as_deref(),
+            Some(all[2].hash.as_str()),
+            "the hash the loaded events chain from"
+        );
+        assert_eq!(loaded.verify(&stream), Ok(()), "what a command decides on verifies");
 
         let aggregate = load_aggregate::<Counter>(self.store.as_ref(), &stream)
             .await
@@ -396,6 +416,72 @@ impl StoreContract {
         assert_eq!(aggregate.snapshot_version, 4, "the aggregate started from the snapshot");
         assert_eq!(aggregate.version, 6);
         assert_eq!(aggregate.head_hash.as_deref(), all.last().map(|e| e.hash.as_str()));
+
+        // Time travel starts from the newest snapshot at or before the point.
+        let at_three = self.store.load_at(&stream, At::Version(3)).await.expect("load at 3");
+        assert_eq!(at_three.snapshot, Some(older), "the snapshot at or before version 3");
+        assert_eq!(versions(&at_three.events), [2, 3]);
+        assert_eq!(at_three.base_hash.as_deref(), Some(all[0].hash.as_str()));
+        for (at, version) in [
+            (At::Version(3), 3),
+            (At::Version(99), 6),
+            (At::Time(T0_MS + 15), 4),
+            (At::Time(T0_MS + 10), 4),
+            (At::Time(T0_MS), 2),
+        ] {
+            let then = aggregate_at::<Counter>(self.store.as_ref(), &stream, at)
+                .await
+                .expect("aggregate at")
+                .expect("events by then");
+            assert_eq!(then.aggregate.version, version, "{at:?}");
+            assert_eq!(then.aggregate.state, state_at(version), "{at:?}");
+        }
+        let before = aggregate_at::<Counter>(self.store.as_ref(), &stream, At::Time(T0_MS - 1))
+            .await
+            .expect("aggregate before the first event");
+        assert!(before.is_none(), "no state before the first event");
+    }
+
+    /// A snapshot edited behind the store's back (the adapter's hook) is
+    /// never decided on: the load does not verify, `load_aggregate` and
+    /// `aggregate_at` replay from version 1 and reach the true state.
+    pub async fn tampered_snapshot_is_never_decided_on<F, Fut>(&self, tamper: F)
+    where
+        F: FnOnce(SnapshotTampering) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let stream = unique_stream("forged");
+        let draft = sealed_after(&stream, None, &[1, 2, 3], T0_MS);
+        let truth = fold_events::<Counter>(CounterState::default(), &draft).expect("fold");
+        let snapshot = counter_snapshot(3, &truth);
+        let events = sealed_with(&stream, None, &[1, 2, 3], T0_MS, Some(&snapshot));
+        self.append(vec![with_snapshot(&stream, 0, events, snapshot)], None)
+            .await
+            .expect("append with snapshot");
+        let forged = CounterState {
+            total: 1_000_000,
+            ..truth.clone()
+        };
+        tamper(SnapshotTampering {
+            stream_id: stream.clone(),
+            version: 3,
+            state: serde_json::to_value(&forged).expect("state serialises"),
+        })
+        .await;
+
+        let loaded = self.store.load(&stream).await.expect("load");
+        let broken = loaded.verify(&stream).expect_err("an edited snapshot does not verify");
+        assert_eq!(broken.version, 3, "{}", broken.reason);
+        let aggregate = load_aggregate::<Counter>(self.store.as_ref(), &stream)
+            .await
+            .expect("a forged snapshot is a cache miss, not an error");
+        assert_eq!(aggregate.state, truth, "decided on the replay, not the forged snapshot");
+        assert_eq!((aggregate.version, aggregate.snapshot_version), (3, 0));
+        let then = aggregate_at::<Counter>(self.store.as_ref(), &stream, At::Version(3))
+            .await
+            .expect("aggregate at")
+            .expect("events by then");
+        assert_eq!(then.aggregate.state, truth, "time travel ignores it too");
     }
 
     /// A snapshot of an unknown schema, or whose state does not deserialise,
@@ -423,7 +509,7 @@ impl StoreContract {
             ),
         ];
         for (snapshot, stream) in &unusable {
-            let first = sealed_after(stream, None, &[1, 2, 3], T0_MS);
+            let first = sealed_with(stream, None, &[1, 2, 3], T0_MS, snapshot.as_ref());
             let second = sealed_after(stream, first.last(), &[4, 5], T0_MS);
             let mut append = plain(stream, 0, first);
             append.snapshot = snapshot.clone();
@@ -476,7 +562,14 @@ impl StoreContract {
         }
         assert_eq!(self.store.read_range(&stream, 1, None).await.expect("read"), vec![]);
 
-        let right = with_snapshot(&stream, 0, events, counter_snapshot(3, &state));
+        let right_snapshot = counter_snapshot(3, &state);
+        let covered = sealed_with(&stream, None, &[1, 2, 3], T0_MS, Some(&right_snapshot));
+        let uncovered = with_snapshot(&stream, 0, events, right_snapshot.clone());
+        match self.append(vec![uncovered], None).await {
+            Err(StoreError::InvalidAppend(_)) => {}
+            other => panic!("a snapshot its event's hash does not cover gave {other:?}, not InvalidAppend"),
+        }
+        let right = with_snapshot(&stream, 0, covered, right_snapshot);
         self.append(vec![right], None)
             .await
             .expect("a snapshot of the last event");
@@ -550,9 +643,17 @@ impl StoreContract {
         let several = sealed_after(&stream, one.last(), &[2, 3, 4], T0_MS + 1);
         let shared = sealed_after(&stream, several.last(), &[5], T0_MS + 2);
         let neighbour_events = sealed_after(&neighbour, None, &[1, 2], T0_MS + 2);
-        let last = sealed_after(&stream, shared.last(), &[6, 7], T0_MS + 3);
+        let draft = sealed_after(&stream, shared.last(), &[6, 7], T0_MS + 3);
+        let before_last = [one.clone(), several.clone(), shared.clone(), draft].concat();
+        let state = fold_events::<Counter>(CounterState::default(), &before_last).expect("fold");
+        let last = sealed_with(
+            &stream,
+            shared.last(),
+            &[6, 7],
+            T0_MS + 3,
+            Some(&counter_snapshot(7, &state)),
+        );
         let all = [one.clone(), several.clone(), shared.clone(), last.clone()].concat();
-        let state = fold_events::<Counter>(CounterState::default(), &all).expect("fold");
 
         self.append(vec![plain(&stream, 0, one)], None)
             .await
@@ -653,6 +754,26 @@ fn sealed_after(
         amounts.iter().copied().map(added).collect(),
         &metadata(),
         at_ms,
+    )
+}
+
+/// [`sealed_after`], with `snapshot` (the state after the last amount)
+/// covered by the last event's hash.
+fn sealed_with(
+    stream: &StreamId,
+    previous: Option<&EventEnvelope>,
+    amounts: &[i64],
+    at_ms: i64,
+    snapshot: Option<&Snapshot>,
+) -> Vec<EventEnvelope> {
+    seal_with_snapshot(
+        stream,
+        previous.map_or(0, |e| e.version),
+        previous.map(|e| e.hash.as_str()),
+        amounts.iter().copied().map(added).collect(),
+        &metadata(),
+        at_ms,
+        snapshot,
     )
 }
 

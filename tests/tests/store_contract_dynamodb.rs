@@ -8,7 +8,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use tally_store_dynamodb::DynamoStore;
 use tally_store_dynamodb::schema::{EVENTS_PK, EVENTS_SK};
-use tally_tests::contract::{StoreContract, Tampering};
+use tally_tests::contract::{SnapshotTampering, StoreContract, Tampering};
 
 /// Snapshot interval for the suite: small, so loads page past several items
 /// to find the newest snapshot (correctness never depends on the interval).
@@ -110,6 +110,29 @@ async fn tampered_event_is_named_by_version() {
                 .send()
                 .await
                 .expect("tamper with the event");
+        })
+        .await;
+}
+
+/// A snapshot rewritten behind the store (a plain `UpdateItem`) is never decided on.
+#[tokio::test]
+async fn tampered_snapshot_is_never_decided_on() {
+    let store = store().await;
+    let (client, table) = (store.client().clone(), store.config().events_table.clone());
+    StoreContract::new(store)
+        .tampered_snapshot_is_never_decided_on(|tampering: SnapshotTampering| async move {
+            client
+                .update_item()
+                .table_name(&table)
+                .key(EVENTS_PK, AttributeValue::S(tampering.stream_id.to_string()))
+                .key(EVENTS_SK, AttributeValue::N(tampering.version.to_string()))
+                .update_expression("SET #snapshot = :snapshot")
+                .condition_expression("attribute_exists(#snapshot)")
+                .expression_attribute_names("#snapshot", "snapshot")
+                .expression_attribute_values(":snapshot", AttributeValue::S(tampering.state.to_string()))
+                .send()
+                .await
+                .expect("tamper with the snapshot");
         })
         .await;
 }

@@ -15,7 +15,7 @@ use tally_core::{
     AppendBatch, EventEnvelope, EventStore, Metadata, NewEvent, StoreError, StreamAppend, StreamId, seal, verify_chain,
 };
 use tally_store_sqlite::SqliteStore;
-use tally_tests::contract::{StoreContract, Tampering};
+use tally_tests::contract::{SnapshotTampering, StoreContract, Tampering};
 use tempfile::TempDir;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -145,6 +145,34 @@ async fn tampered_event_is_named_by_version() {
     fixture
         .contract()
         .tampered_event_is_named_by_version(|tampering| tamper_sqlite(path, tampering))
+        .await;
+}
+
+/// A snapshot rewritten in the database file is never decided on.
+#[tokio::test]
+async fn tampered_snapshot_is_never_decided_on() {
+    let fixture = Fixture::new();
+    let path = fixture.path();
+    fixture
+        .contract()
+        .tampered_snapshot_is_never_decided_on(|tampering: SnapshotTampering| async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = Connection::open(path).expect("open the database behind the store");
+                let changed = conn
+                    .execute(
+                        "UPDATE events SET snapshot = ?1 WHERE stream_id = ?2 AND version = ?3",
+                        params![
+                            tampering.state.to_string(),
+                            tampering.stream_id.as_str(),
+                            tampering.version
+                        ],
+                    )
+                    .expect("tamper with the snapshot");
+                assert_eq!(changed, 1, "exactly one snapshot tampered with");
+            })
+            .await
+            .expect("tamper task");
+        })
         .await;
 }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use lambda_http::{Error, run, tracing};
 use tally_api::{ApiConfig, CommandState};
-use tally_core::WinnerCache;
 use tally_store_dynamodb::{DynamoConfig, DynamoStore, client_from_env};
 
 #[tokio::main]
@@ -19,7 +18,8 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let store_config = DynamoConfig::from_env()?;
     let config = ApiConfig::with_snapshot_interval(store_config.snapshot_interval);
-    // A lost race hands back the winner's item: the retry decides on it, no re-read.
-    let store = WinnerCache::new(DynamoStore::new(client_from_env().await, store_config));
+    // A lost race hands back the winner's item: the command loop's retry
+    // decides on it without a re-read (tally_core::run_command).
+    let store = DynamoStore::new(client_from_env().await, store_config);
     run(tally_api::command_router(CommandState::new(Arc::new(store), config))).await
 }

@@ -28,7 +28,7 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::orchestrator::Metadata as OperationMetadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use tally_core::{Decider, Metadata, NewEvent, Snapshot, StreamId, seal};
+use tally_core::{Decider, Metadata, NewEvent, Snapshot, StreamId, seal_with_snapshot};
 use tally_domain::{Inventory, InventoryEvent, InventoryState, ProductName, Quantity, Sku};
 use tally_store_dynamodb::items::EventItem;
 use tally_store_dynamodb::schema::{EVENTS_PK, EVENTS_SK, IDEMPOTENCY_PK, READ_PK};
@@ -256,17 +256,29 @@ pub async fn seed_inventory_stream(store: &DynamoStore, sku_id: &str, events: u6
         .iter()
         .map(|e| tally_core::encode_event::<Inventory>(e).expect("encode"))
         .collect();
-    let sealed = seal(&stream, 0, None, new_events, &Metadata::default(), 1);
+    // Sealed one by one: a snapshot's digest is part of its event's hash,
+    // so each event is sealed with the snapshot it carries.
     let mut state = InventoryState::default();
-    let mut items = Vec::with_capacity(sealed.len());
-    for (envelope, event) in sealed.iter().zip(&domain_events) {
+    let mut items = Vec::with_capacity(new_events.len());
+    let mut head_hash: Option<String> = None;
+    for ((new_event, event), version) in new_events.into_iter().zip(&domain_events).zip(1u64..) {
         state = Inventory::evolve(state, event);
-        let snapshot =
-            (envelope.version % snapshot_every.max(1) == 0 || envelope.version == events).then(|| Snapshot {
-                version: envelope.version,
-                schema: Inventory::STATE_SCHEMA,
-                state: serde_json::to_value(&state).expect("state"),
-            });
+        let snapshot = (version % snapshot_every.max(1) == 0 || version == events).then(|| Snapshot {
+            version,
+            schema: Inventory::STATE_SCHEMA,
+            state: serde_json::to_value(&state).expect("state"),
+        });
+        let sealed = seal_with_snapshot(
+            &stream,
+            version - 1,
+            head_hash.as_deref(),
+            vec![new_event],
+            &Metadata::default(),
+            1,
+            snapshot.as_ref(),
+        );
+        let envelope = sealed.first().expect("one event sealed");
+        head_hash = Some(envelope.hash.clone());
         items.push(EventItem::from_envelope(envelope, snapshot.as_ref()).expect("item"));
     }
     for chunk in items.chunks(25) {

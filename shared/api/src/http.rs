@@ -17,8 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tally_core::{CommandError, EventEnvelope, Metadata, StoreError, StreamId, load_aggregate};
-use tally_domain::history::{StateError, aggregate_state};
+use tally_core::{At, CommandError, Decider, EventStore, Metadata, StoreError, StreamId, aggregate_at, load_aggregate};
 use tally_domain::ids::validate_text;
 use tally_domain::inventory::REASON_MAX_LEN;
 use tally_domain::order::CANCEL_REASON_MAX_LEN;
@@ -662,21 +661,29 @@ async fn stream_events(
     Ok(Json(json!({ "stream_id": stream, "events": events, "next_from": next_from })).into_response())
 }
 
-/// `at`: a version number or an RFC 3339 time.
-enum At {
-    Version(u64),
-    Time(i64),
-    Now,
-}
-
-fn parse_at(query: &HashMap<String, String>) -> Result<At, ApiError> {
-    let Some(raw) = query.get("at") else { return Ok(At::Now) };
+fn parse_at(query: &HashMap<String, String>) -> Result<Option<At>, ApiError> {
+    let Some(raw) = query.get("at") else { return Ok(None) };
     if let Ok(version) = raw.parse::<u64>() {
-        return Ok(At::Version(version));
+        return Ok(Some(At::Version(version)));
     }
     DateTime::parse_from_rfc3339(raw)
-        .map(|t| At::Time(t.timestamp_millis()))
+        .map(|t| Some(At::Time(t.timestamp_millis())))
         .map_err(|_| ApiError::bad_request("invalid_query", "at must be a version number or an RFC 3339 time"))
+}
+
+/// The aggregate of `stream` at `at` as JSON, with its version and time:
+/// folded from the newest verified snapshot at or before that point, so the
+/// answer costs one short read and bounded memory however long the stream.
+async fn state_at<D: Decider>(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    at: At,
+) -> Result<Option<(serde_json::Value, u64, i64)>, ApiError> {
+    let Some(found) = aggregate_at::<D>(store, stream, at).await? else {
+        return Ok(None);
+    };
+    let state = serde_json::to_value(&found.aggregate.state).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    Ok(Some((state, found.aggregate.version, found.timestamp_ms)))
 }
 
 async fn stream_state(
@@ -685,28 +692,24 @@ async fn stream_state(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let stream = parse_stream(stream)?;
-    let at = parse_at(&query_map(query)?)?;
-    let events: Vec<EventEnvelope> = match at {
-        At::Version(version) => state.store.read_range(&stream, 1, Some(version)).await?,
-        At::Time(ms) => state.store.read_until(&stream, ms).await?,
-        At::Now => state.store.read_range(&stream, 1, None).await?,
+    let at = parse_at(&query_map(query)?)?.unwrap_or(At::Version(i64::MAX as u64));
+    let store = state.store.as_ref();
+    let found = match stream.category() {
+        Inventory::CATEGORY => state_at::<Inventory>(store, &stream, at).await?,
+        Order::CATEGORY => state_at::<Order>(store, &stream, at).await?,
+        other => {
+            return Err(ApiError::not_found(
+                "unknown_category",
+                format!("no aggregate has category {other}"),
+            ));
+        }
     };
-    let Some(last) = events.last() else {
+    let Some((aggregate_state, version, timestamp_ms)) = found else {
         return Err(ApiError::not_found(
             "no_state",
             format!("stream {stream} had no events at that point"),
         ));
     };
-    let version = last.version;
-    let timestamp_ms = last.timestamp_ms;
-    // The same fold as `tally stream state`.
-    let aggregate_state = aggregate_state(&stream, &events).map_err(|e| match e {
-        StateError::UnknownCategory(other) => {
-            ApiError::not_found("unknown_category", format!("no aggregate has category {other}"))
-        }
-        StateError::Corrupt(e) => ApiError::from(e),
-        StateError::Serialise(e) => ApiError::from(StoreError::Backend(Box::new(e))),
-    })?;
     Ok(Json(json!({
         "stream_id": stream,
         "version": version,

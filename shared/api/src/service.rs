@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use serde_json::{Value, json};
 use tally_core::{
-    Aggregate, AppendBatch, CommandError, Decider, EventStore, IdempotencyRecord, Metadata, Prepared, RetryPolicy,
-    SnapshotPolicy, StoreError, StreamAppend, StreamId, load_aggregate, retry_on_conflict,
+    Aggregate, AppendBatch, Attempt, CommandError, Decider, EventStore, IdempotencyRecord, Metadata, Prepared,
+    RetryPolicy, SnapshotPolicy, StoreError, StreamAppend, StreamId, run_command,
 };
 use tally_domain::views::InventoryLevel;
 use tally_domain::{
@@ -167,10 +167,11 @@ impl CommandService {
     ) -> Result<Accepted, ServiceError> {
         let stream = stream_of::<Inventory>(sku.as_str())?;
         let command = InventoryCommand::new(sku.clone(), action);
-        retry_on_conflict(&self.config.retry, || async {
-            let aggregate = load_aggregate::<Inventory>(self.store.as_ref(), &stream).await?;
+        let (stream, command) = (&stream, &command);
+        run_command(&self.store, &self.config.retry, |attempt| async move {
+            let aggregate = attempt.load::<Inventory>(stream).await?;
             Self::check_expected(&aggregate, ctx)?;
-            let events = Inventory::decide(&aggregate.state, &command).map_err(CommandError::Rejected)?;
+            let events = Inventory::decide(&aggregate.state, command).map_err(CommandError::Rejected)?;
             let version = aggregate.version + events.len() as u64;
             let mut body = json!({ "stream_id": stream, "version": version });
             if status == 201 {
@@ -227,6 +228,7 @@ impl CommandService {
     /// SKU was never registered is `unknown_sku`.
     async fn decide_lines(
         &self,
+        attempt: &Attempt,
         lines: &[OrderLine],
         action: impl Fn(&OrderLine) -> InventoryAction,
         ctx: &CommandContext,
@@ -234,7 +236,7 @@ impl CommandService {
     ) -> Result<Vec<StreamAppend>, ServiceError> {
         let aggregates = try_join_all(lines.iter().map(|line| async move {
             let stream = stream_of::<Inventory>(line.sku.as_str())?;
-            Ok::<_, ServiceError>(load_aggregate::<Inventory>(self.store.as_ref(), &stream).await?)
+            Ok::<_, ServiceError>(attempt.load::<Inventory>(&stream).await?)
         }))
         .await?;
         lines
@@ -270,17 +272,18 @@ impl CommandService {
                 currency,
             },
         );
-        retry_on_conflict(&self.config.retry, || async {
-            let order = load_aggregate::<Order>(self.store.as_ref(), &stream).await?;
+        let (stream, command, lines) = (&stream, &command, &lines);
+        run_command(&self.store, &self.config.retry, |attempt| async move {
+            let order = attempt.load::<Order>(stream).await?;
             Self::check_expected(&order, ctx)?;
-            let events = Order::decide(&order.state, &command).map_err(CommandError::Rejected)?;
+            let events = Order::decide(&order.state, command).map_err(CommandError::Rejected)?;
             let now = now_ms();
             let reserve = |line: &OrderLine| InventoryAction::Reserve {
                 order_id: order_id.clone(),
                 quantity: line.quantity,
             };
             let mut appends = vec![self.prepare(&order, &events, ctx, now)?.append];
-            appends.extend(self.decide_lines(&lines, reserve, ctx, now).await?);
+            appends.extend(self.decide_lines(&attempt, lines, reserve, ctx, now).await?);
             let accepted = Accepted {
                 status: 201,
                 body: json!({ "order_id": order_id, "stream_id": stream, "version": order.version + events.len() as u64 }),
@@ -304,10 +307,11 @@ impl CommandService {
     ) -> Result<Accepted, ServiceError> {
         let stream = stream_of::<Order>(order_id.as_str())?;
         let command = OrderCommand::new(order_id.clone(), action);
-        retry_on_conflict(&self.config.retry, || async {
-            let order = load_aggregate::<Order>(self.store.as_ref(), &stream).await?;
+        let (stream, command) = (&stream, &command);
+        run_command(&self.store, &self.config.retry, |attempt| async move {
+            let order = attempt.load::<Order>(stream).await?;
             Self::check_expected(&order, ctx)?;
-            let events = Order::decide(&order.state, &command).map_err(CommandError::Rejected)?;
+            let events = Order::decide(&order.state, command).map_err(CommandError::Rejected)?;
             let accepted = Accepted {
                 status: 200,
                 body: json!({ "order_id": order_id, "stream_id": stream, "version": order.version + events.len() as u64 }),
@@ -324,7 +328,10 @@ impl CommandService {
             let mut appends = vec![self.prepare(&order, &events, ctx, now)?.append];
             if let Some(stock_action) = stock_action {
                 let per_line = |line: &OrderLine| stock_action(order_id.clone(), line.quantity);
-                appends.extend(self.decide_lines(&order.state.lines, per_line, ctx, now).await?);
+                appends.extend(
+                    self.decide_lines(&attempt, &order.state.lines, per_line, ctx, now)
+                        .await?,
+                );
             }
             self.append(appends, self.idempotency_record(ctx, &accepted, now))
                 .await?;

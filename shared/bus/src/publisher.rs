@@ -276,6 +276,7 @@ mod tests {
                 metadata: tally_core::Metadata::default(),
                 timestamp_ms: 0,
                 hash: String::new(),
+                snapshot_digest: None,
             },
         }
     }

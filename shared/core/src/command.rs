@@ -4,15 +4,21 @@
 //! Deciding is pure (see [`crate::decider`]); this module does the I/O around
 //! it. A conflict is never a lost write: the loser re-decides on the winner's
 //! state, and a caller that exhausts its attempts is told so, not given a 500.
+//! Nothing here decides on state the hash chain does not vouch for, and a
+//! refusal is only ever decided on state read fresh from the store.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::chain::{ChainBreak, verify_segment};
 use crate::decider::{Decider, decode_event, encode_event};
-use crate::envelope::{EventEnvelope, Metadata, seal};
+use crate::envelope::{EventEnvelope, Metadata, seal_with_snapshot};
 use crate::id::StreamId;
 use crate::snapshot::{Snapshot, SnapshotPolicy};
-use crate::store::{EventStore, StoreError, StreamAppend};
+use crate::store::{At, EventStore, LoadedStream, StoreError, StreamAppend};
 
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +85,9 @@ impl RetryPolicy {
 }
 
 /// Runs `attempt` (one load → decide → append) until it succeeds, fails for
-/// another reason than a version conflict, or runs out of attempts.
+/// another reason than a version conflict, or runs out of attempts. Every
+/// load is fresh: for a command loop that reuses the item a lost race hands
+/// back, see [`run_command`].
 pub async fn retry_on_conflict<T, E, F, Fut>(policy: &RetryPolicy, mut attempt: F) -> Result<T, CommandError<E>>
 where
     F: FnMut() -> Fut,
@@ -98,6 +106,127 @@ where
             }
             other => return other,
         }
+    }
+}
+
+/// The command loop of the command path: load → decide → append, retried on
+/// conflict, where a retry decides on the item the lost race handed back
+/// (DynamoDB's `ALL_OLD`) instead of reading again.
+///
+/// Two rules keep that shortcut honest. A handed-back item is the version
+/// *after* the one we loaded, not necessarily the head: a decision on it may
+/// only lead to a write attempt, whose condition checks it. So a refusal
+/// (the domain's [`CommandError::Rejected`], or an `If-Match`
+/// [`CommandError::VersionMismatch`]) decided on a handed-back item is never
+/// answered: the attempt runs again on fresh reads, and only a refusal
+/// decided on fresh state reaches the caller. And nothing outlives the
+/// command: the handed-back item lives in this loop, for the next attempt.
+pub async fn run_command<T, E, F, Fut>(
+    store: &Arc<dyn EventStore>,
+    policy: &RetryPolicy,
+    mut attempt: F,
+) -> Result<T, CommandError<E>>
+where
+    F: FnMut(Arc<Attempt>) -> Fut,
+    Fut: Future<Output = Result<T, CommandError<E>>>,
+{
+    let mut handed_back = None;
+    let mut conflicts = 0;
+    loop {
+        let current = Arc::new(Attempt::new(Arc::clone(store), handed_back.take()));
+        match attempt(Arc::clone(&current)).await {
+            Err(CommandError::Store(StoreError::WrongExpectedVersion {
+                stream,
+                expected,
+                winner,
+            })) => {
+                conflicts += 1;
+                if conflicts >= policy.max_attempts {
+                    return Err(CommandError::Contended {
+                        stream,
+                        attempts: conflicts,
+                    });
+                }
+                tracing::debug!(%stream, conflicts, "version conflict; deciding again");
+                handed_back = winner.and_then(|winner| current.hand_back(stream, expected, *winner));
+                tokio::time::sleep(policy.backoff(conflicts)).await;
+            }
+            Err(CommandError::Rejected(_) | CommandError::VersionMismatch { .. })
+                if current.decided_on_handed_back() =>
+            {
+                // A refusal writes nothing, so nothing downstream could
+                // catch a wrong one: it is only answered from fresh state.
+                tracing::debug!("refusal decided on a handed-back item; deciding again on fresh state");
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of a [`run_command`] loop: where its decisions load streams from.
+pub struct Attempt {
+    store: Arc<dyn EventStore>,
+    handed_back: Mutex<Option<(StreamId, LoadedStream)>>,
+    used_handed_back: AtomicBool,
+    loaded_heads: Mutex<HashMap<StreamId, (u64, Option<String>)>>,
+}
+
+impl Attempt {
+    fn new(store: Arc<dyn EventStore>, handed_back: Option<(StreamId, LoadedStream)>) -> Self {
+        Self {
+            store,
+            handed_back: Mutex::new(handed_back),
+            used_handed_back: AtomicBool::new(false),
+            loaded_heads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store the attempt appends to.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Loads `stream`: from the item the previous attempt's lost race handed
+    /// back when that item verifies, otherwise fresh from the store.
+    pub async fn load<D: Decider>(&self, stream: &StreamId) -> Result<Aggregate<D>, StoreError> {
+        let winner = match self.handed_back.lock() {
+            Ok(mut slot) if slot.as_ref().is_some_and(|(s, _)| s == stream) => slot.take().map(|(_, w)| w),
+            _ => None,
+        };
+        let aggregate = match winner.map(|w| rehydrate::<D>(stream, &w)) {
+            Some(Ok(aggregate)) => {
+                self.used_handed_back.store(true, Ordering::Relaxed);
+                aggregate
+            }
+            Some(Err(distrust)) => {
+                tracing::warn!(%stream, %distrust, "handed-back item does not verify; reading the stream");
+                load_aggregate::<D>(self.store.as_ref(), stream).await?
+            }
+            None => load_aggregate::<D>(self.store.as_ref(), stream).await?,
+        };
+        if let Ok(mut heads) = self.loaded_heads.lock() {
+            heads.insert(stream.clone(), (aggregate.version, aggregate.head_hash.clone()));
+        }
+        Ok(aggregate)
+    }
+
+    /// Whether any decision of this attempt was made on a handed-back item.
+    pub fn decided_on_handed_back(&self) -> bool {
+        self.used_handed_back.load(Ordering::Relaxed)
+    }
+
+    /// The winner of a lost race on `stream`, ready for the next attempt:
+    /// only an item with a snapshot right after the version this attempt
+    /// loaded (so the hash it must chain from is known and it can be
+    /// checked like a fresh load).
+    fn hand_back(&self, stream: StreamId, expected: u64, mut winner: LoadedStream) -> Option<(StreamId, LoadedStream)> {
+        let heads = self.loaded_heads.lock().ok()?;
+        let (loaded_version, loaded_hash) = heads.get(&stream)?;
+        let follows = *loaded_version == expected && winner.events.first()?.version == expected + 1;
+        (follows && winner.snapshot.is_some()).then(|| {
+            winner.base_hash.clone_from(loaded_hash);
+            (stream, winner)
+        })
     }
 }
 
@@ -140,14 +269,6 @@ impl<D: Decider> Aggregate<D> {
             .map(encode_event::<D>)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::InvalidAppend(format!("event does not serialise: {e}")))?;
-        let sealed = seal(
-            &self.stream_id,
-            self.version,
-            self.head_hash.as_deref(),
-            new_events,
-            metadata,
-            now_ms,
-        );
         let state = events.iter().fold(self.state.clone(), D::evolve);
         let new_version = self.version + events.len() as u64;
         let snapshot = if policy.due(self.snapshot_version, new_version) {
@@ -161,6 +282,16 @@ impl<D: Decider> Aggregate<D> {
         } else {
             None
         };
+        // The last event's hash covers the snapshot's digest.
+        let sealed = seal_with_snapshot(
+            &self.stream_id,
+            self.version,
+            self.head_hash.as_deref(),
+            new_events,
+            metadata,
+            now_ms,
+            snapshot.as_ref(),
+        );
         Ok(Prepared {
             append: StreamAppend {
                 stream_id: self.stream_id.clone(),
@@ -191,41 +322,187 @@ pub fn fold_events<'a, D: Decider>(
     })
 }
 
-/// Loads an aggregate from its newest usable snapshot. A snapshot of an
-/// unknown schema, or one that does not deserialise, is ignored and the stream
-/// is replayed from version 1: a snapshot is a cache, never a failure.
-pub async fn load_aggregate<D: Decider>(
-    store: &(impl EventStore + ?Sized),
-    stream_id: &StreamId,
-) -> Result<Aggregate<D>, StoreError> {
-    let loaded = store.load(stream_id).await?;
-    let version = loaded.version();
-    let head_hash = loaded.head_hash().map(str::to_owned);
-    let usable = loaded.snapshot.as_ref().and_then(|snapshot| {
-        (snapshot.schema == D::STATE_SCHEMA)
-            .then(|| serde_json::from_value::<D::State>(snapshot.state.clone()).ok())
-            .flatten()
-            .map(|state| (snapshot.version, state))
-    });
-    let (state, snapshot_version) = match usable {
-        Some((snapshot_version, state)) => {
-            let after = loaded.events.iter().filter(|e| e.version > snapshot_version);
-            (fold_events::<D>(state, after)?, snapshot_version)
+/// Why a loaded stream cannot be decided on as it is: the caller replays.
+#[derive(Debug, thiserror::Error)]
+enum Distrust {
+    /// The loaded events or the snapshot do not verify against the chain.
+    #[error(transparent)]
+    Chain(#[from] ChainBreak),
+    /// The snapshot is of a schema this code does not know, or does not deserialise.
+    #[error("unusable snapshot at version {0}")]
+    UnusableSnapshot(u64),
+}
+
+/// The aggregate a verified [`LoadedStream`] describes.
+fn rehydrate<D: Decider>(stream_id: &StreamId, loaded: &LoadedStream) -> Result<Aggregate<D>, Distrust> {
+    loaded.verify(stream_id)?;
+    let (state, snapshot_version) = match &loaded.snapshot {
+        Some(snapshot) => {
+            let state = (snapshot.schema == D::STATE_SCHEMA)
+                .then(|| serde_json::from_value::<D::State>(snapshot.state.clone()).ok())
+                .flatten()
+                .ok_or(Distrust::UnusableSnapshot(snapshot.version))?;
+            let after = loaded.events.iter().filter(|e| e.version > snapshot.version);
+            let state = fold_events::<D>(state, after).map_err(|e| chain_break_of(stream_id, e))?;
+            (state, snapshot.version)
         }
-        None if loaded.snapshot.is_none() => (fold_events::<D>(D::State::default(), &loaded.events)?, 0),
         None => {
-            tracing::warn!(%stream_id, "unusable snapshot; replaying the whole stream");
-            let all = store.read_range(stream_id, 1, None).await?;
-            (fold_events::<D>(D::State::default(), &all)?, 0)
+            // verify() holds only from version 1 or from a known base hash;
+            // without a snapshot the fold needs the events from version 1.
+            if loaded.events.first().is_some_and(|e| e.version != 1) {
+                return Err(Distrust::Chain(ChainBreak {
+                    stream: stream_id.clone(),
+                    version: 1,
+                    reason: "no snapshot and no events from version 1".to_owned(),
+                }));
+            }
+            let state =
+                fold_events::<D>(D::State::default(), &loaded.events).map_err(|e| chain_break_of(stream_id, e))?;
+            (state, 0)
         }
     };
     Ok(Aggregate {
         stream_id: stream_id.clone(),
         state,
-        version,
-        head_hash,
+        version: loaded.version(),
+        head_hash: loaded.head_hash().map(str::to_owned),
         snapshot_version,
     })
+}
+
+fn chain_break_of(stream_id: &StreamId, error: StoreError) -> Distrust {
+    let version = match &error {
+        StoreError::Corrupt { version, .. } => *version,
+        _ => 0,
+    };
+    Distrust::Chain(ChainBreak {
+        stream: stream_id.clone(),
+        version,
+        reason: error.to_string(),
+    })
+}
+
+/// Events read per request when a stream is replayed from version 1: the
+/// replay holds one page in memory, whatever the stream's length.
+pub const REPLAY_PAGE: u64 = 1_000;
+
+/// Folds versions `1..=upto` (`None`: to the head) page by page, checking
+/// the chain as it goes. A break is [`StoreError::Corrupt`]: nothing decides
+/// on events the chain does not vouch for.
+async fn replay<D: Decider>(
+    store: &(impl EventStore + ?Sized),
+    stream_id: &StreamId,
+    upto: Option<u64>,
+) -> Result<Option<(Aggregate<D>, i64)>, StoreError> {
+    let mut state = D::State::default();
+    let mut head: Option<(u64, String, i64)> = None;
+    loop {
+        let from = head.as_ref().map_or(1, |(v, _, _)| v + 1);
+        let to = from + REPLAY_PAGE - 1;
+        let to = upto.map_or(to, |upto| to.min(upto));
+        if to < from {
+            break;
+        }
+        let page = store.read_range(stream_id, from, Some(to)).await?;
+        let base = head.as_ref().map(|(_, hash, _)| hash.as_str());
+        if let Err(broken) = verify_segment(stream_id, base, &page) {
+            return Err(StoreError::Corrupt {
+                stream: broken.stream,
+                version: broken.version,
+                reason: format!("hash chain broken: {}", broken.reason),
+            });
+        }
+        state = fold_events::<D>(state, &page)?;
+        let full = page.len() as u64 == to + 1 - from;
+        if let Some(last) = page.last() {
+            head = Some((last.version, last.hash.clone(), last.timestamp_ms));
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(head.map(|(version, hash, timestamp_ms)| {
+        (
+            Aggregate {
+                stream_id: stream_id.clone(),
+                state,
+                version,
+                head_hash: Some(hash),
+                snapshot_version: 0,
+            },
+            timestamp_ms,
+        )
+    }))
+}
+
+/// Loads an aggregate from its newest snapshot, after checking the loaded
+/// item(s) against the hash chain. A snapshot that does not verify, of an
+/// unknown schema, or that does not deserialise is ignored and the stream
+/// replayed from version 1 (chain checked): a snapshot is a cache, and an
+/// edited one is never decided on. A replay that finds a broken chain is
+/// [`StoreError::Corrupt`]: the command fails closed.
+pub async fn load_aggregate<D: Decider>(
+    store: &(impl EventStore + ?Sized),
+    stream_id: &StreamId,
+) -> Result<Aggregate<D>, StoreError> {
+    let loaded = store.load(stream_id).await?;
+    match rehydrate::<D>(stream_id, &loaded) {
+        Ok(aggregate) => Ok(aggregate),
+        Err(distrust) => {
+            tracing::warn!(%stream_id, %distrust, "loaded stream does not verify; replaying from version 1");
+            Ok(replay::<D>(store, stream_id, None).await?.map_or_else(
+                || Aggregate {
+                    stream_id: stream_id.clone(),
+                    state: D::State::default(),
+                    version: 0,
+                    head_hash: None,
+                    snapshot_version: 0,
+                },
+                |(aggregate, _)| aggregate,
+            ))
+        }
+    }
+}
+
+/// An aggregate as it was at some point of its history.
+#[derive(Clone)]
+pub struct AggregateAt<D: Decider> {
+    /// The aggregate after the event at `aggregate.version`.
+    pub aggregate: Aggregate<D>,
+    /// When that event was appended (ms since the epoch).
+    pub timestamp_ms: i64,
+}
+
+/// The aggregate as it was at `at` (see [`At`]), folded from the newest
+/// verified snapshot at or before it: one short read whatever the stream's
+/// length, and a paged, chain-checked replay when no snapshot verifies.
+/// `None` when the stream had no events by then.
+pub async fn aggregate_at<D: Decider>(
+    store: &(impl EventStore + ?Sized),
+    stream_id: &StreamId,
+    at: At,
+) -> Result<Option<AggregateAt<D>>, StoreError> {
+    let loaded = store.load_at(stream_id, at).await?;
+    let Some(last) = loaded.events.last() else {
+        return Ok(None);
+    };
+    let timestamp_ms = last.timestamp_ms;
+    match rehydrate::<D>(stream_id, &loaded) {
+        Ok(aggregate) => Ok(Some(AggregateAt {
+            aggregate,
+            timestamp_ms,
+        })),
+        Err(distrust) => {
+            tracing::warn!(%stream_id, %distrust, "no verified snapshot; replaying from version 1");
+            let upto = loaded.version();
+            Ok(replay::<D>(store, stream_id, Some(upto))
+                .await?
+                .map(|(aggregate, timestamp_ms)| AggregateAt {
+                    aggregate,
+                    timestamp_ms,
+                }))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 //! a stream form a chain that [`crate::chain::verify_chain`] can check. The
 //! `data` is kept exactly as it was written (old schemas included): upcasting
 //! happens when a consumer decodes it, never in storage, or the chain breaks.
+//!
+//! An event that carries a snapshot of its post-state also carries the
+//! snapshot's digest, and the digest is part of the hashed content: a
+//! snapshot is evidence like any other field, so editing one breaks the chain
+//! at its event instead of silently changing what the next command decides on.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -12,6 +17,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::id::StreamId;
+use crate::snapshot::Snapshot;
 
 /// The hash a stream's first event chains from.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -73,6 +79,10 @@ pub struct EventEnvelope {
     pub timestamp_ms: i64,
     /// SHA-256 (hex) over the previous event's hash and this event.
     pub hash: String,
+    /// The digest ([`Snapshot::digest`]) of the snapshot stored with this
+    /// event, when one was: covered by `hash`, so the snapshot can be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_digest: Option<String>,
 }
 
 impl EventEnvelope {
@@ -88,6 +98,7 @@ impl EventEnvelope {
             &self.data,
             &self.metadata,
             self.timestamp_ms,
+            self.snapshot_digest.as_deref(),
         )
     }
 }
@@ -103,10 +114,11 @@ fn chain_hash(
     data: &Value,
     metadata: &Metadata,
     timestamp_ms: i64,
+    snapshot_digest: Option<&str>,
 ) -> String {
     // serde_json's Value keeps object keys sorted (no `preserve_order`), so this
     // serialisation is canonical: the same event always hashes the same way.
-    let canonical = json!({
+    let mut canonical = json!({
         "event_id": event_id,
         "stream_id": stream_id,
         "version": version,
@@ -116,6 +128,11 @@ fn chain_hash(
         "metadata": metadata,
         "timestamp_ms": timestamp_ms,
     });
+    // Only an event with a snapshot has the key, so every event written
+    // before snapshots were hashed still verifies as it was sealed.
+    if let (Some(digest), Some(fields)) = (snapshot_digest, canonical.as_object_mut()) {
+        fields.insert("snapshot_digest".to_owned(), Value::String(digest.to_owned()));
+    }
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
@@ -134,7 +151,23 @@ pub fn seal(
     metadata: &Metadata,
     timestamp_ms: i64,
 ) -> Vec<EventEnvelope> {
+    seal_with_snapshot(stream_id, head_version, head_hash, events, metadata, timestamp_ms, None)
+}
+
+/// [`seal`], with `snapshot` (the post-state after the last event) covered
+/// by the last event's hash through its digest.
+pub fn seal_with_snapshot(
+    stream_id: &StreamId,
+    head_version: u64,
+    head_hash: Option<&str>,
+    events: Vec<NewEvent>,
+    metadata: &Metadata,
+    timestamp_ms: i64,
+    snapshot: Option<&Snapshot>,
+) -> Vec<EventEnvelope> {
     let mut prev = head_hash.unwrap_or(GENESIS_HASH).to_owned();
+    let last_version = head_version + events.len() as u64;
+    let digest = snapshot.map(Snapshot::digest);
     events
         .into_iter()
         .zip(head_version + 1..)
@@ -149,6 +182,7 @@ pub fn seal(
                 metadata: metadata.clone(),
                 timestamp_ms,
                 hash: String::new(),
+                snapshot_digest: (version == last_version).then(|| digest.clone()).flatten(),
             };
             envelope.hash = envelope.compute_hash(&prev);
             prev.clone_from(&envelope.hash);

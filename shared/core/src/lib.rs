@@ -9,7 +9,6 @@
 //!
 //! It never talks to AWS or any database itself: adapters bring the I/O.
 
-pub mod cache;
 pub mod chain;
 pub mod command;
 pub mod decider;
@@ -20,15 +19,17 @@ pub mod snapshot;
 pub mod store;
 pub mod upcast;
 
-pub use cache::WinnerCache;
-pub use chain::{ChainBreak, verify_chain};
-pub use command::{Aggregate, CommandError, Prepared, RetryPolicy, fold_events, load_aggregate, retry_on_conflict};
+pub use chain::{ChainBreak, verify_chain, verify_segment};
+pub use command::{
+    Aggregate, AggregateAt, Attempt, CommandError, Prepared, REPLAY_PAGE, RetryPolicy, aggregate_at, fold_events,
+    load_aggregate, retry_on_conflict, run_command,
+};
 pub use decider::{Decider, decode_event, encode_event};
-pub use envelope::{EventEnvelope, Metadata, NewEvent, seal};
+pub use envelope::{EventEnvelope, Metadata, NewEvent, seal, seal_with_snapshot};
 pub use id::{IdError, StreamId};
 pub use projection::{ApplyOutcome, Delivery, ProjectionError, ProjectionSink, deliver};
 pub use snapshot::{Snapshot, SnapshotPolicy};
 pub use store::{
-    AppendBatch, AppendOutcome, EventStore, IdempotencyRecord, InlineView, LoadedStream, StoreError, StreamAppend,
+    AppendBatch, AppendOutcome, At, EventStore, IdempotencyRecord, InlineView, LoadedStream, StoreError, StreamAppend,
 };
 pub use upcast::{UpcastError, Upcasters};

@@ -3,9 +3,14 @@
 //! A snapshot is only ever a shortcut. A snapshot whose schema the reader does
 //! not know, or that does not deserialise, is ignored and the stream replayed
 //! from version 1: on doubt, replay.
+//!
+//! A snapshot is also evidence: its [`Snapshot::digest`] is covered by the hash
+//! of the event it is stored with, so a snapshot edited in the table no longer
+//! verifies and is never decided on.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// An aggregate's state after the event at `version`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +21,15 @@ pub struct Snapshot {
     pub schema: u32,
     /// The serialised state.
     pub state: Value,
+}
+
+impl Snapshot {
+    /// SHA-256 (hex) of the snapshot's canonical JSON (version, schema,
+    /// state; object keys sorted): what the carrying event's hash covers.
+    pub fn digest(&self) -> String {
+        let canonical = json!({ "version": self.version, "schema": self.schema, "state": self.state });
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
 }
 
 /// When to store a snapshot.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::chain::{ChainBreak, SNAPSHOT_MISMATCH, verify_segment};
 use crate::envelope::EventEnvelope;
 use crate::id::StreamId;
 use crate::snapshot::Snapshot;
@@ -23,9 +24,37 @@ pub struct LoadedStream {
     pub snapshot: Option<Snapshot>,
     /// Events from the snapshot's version (or from 1) to the head, in order.
     pub events: Vec<EventEnvelope>,
+    /// The hash of the event just before `events` (`None` when `events`
+    /// starts at version 1, or when the store could not say): what the
+    /// loaded events are checked against before anything decides on them.
+    pub base_hash: Option<String>,
 }
 
 impl LoadedStream {
+    /// Checks what a decision would read against the hash chain: every
+    /// loaded event's hash, chained from `base_hash` (or from the genesis
+    /// hash at version 1), and the snapshot against the digest its event's
+    /// hash covers. A snapshot without a digest (written before snapshots
+    /// were hashed) does not verify either: it is a cache nobody vouches for.
+    pub fn verify(&self, stream: &StreamId) -> Result<(), ChainBreak> {
+        verify_segment(stream, self.base_hash.as_deref(), &self.events)?;
+        if let Some(snapshot) = &self.snapshot {
+            let covered = self
+                .events
+                .first()
+                .filter(|e| e.version == snapshot.version)
+                .and_then(|e| e.snapshot_digest.as_deref());
+            if covered != Some(snapshot.digest().as_str()) {
+                return Err(ChainBreak {
+                    stream: stream.clone(),
+                    version: snapshot.version,
+                    reason: SNAPSHOT_MISMATCH.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The stream's head version (0 for an empty stream).
     pub fn version(&self) -> u64 {
         self.events.last().map_or(0, |e| e.version)
@@ -35,6 +64,16 @@ impl LoadedStream {
     pub fn head_hash(&self) -> Option<&str> {
         self.events.last().map(|e| e.hash.as_str())
     }
+}
+
+/// A point in a stream's history, for time travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// After the event at this version (or the head, if the stream is shorter).
+    Version(u64),
+    /// After the newest event appended at or before this time (ms since the
+    /// epoch): the prefix up to that event's version.
+    Time(i64),
 }
 
 /// A read-model row written in the same transaction as the events (an inline
@@ -120,6 +159,15 @@ impl AppendBatch {
                 return Err(StoreError::InvalidAppend(
                     "a snapshot must describe the last event".into(),
                 ));
+            }
+            // A stored snapshot is only ever trusted through the digest its
+            // event's hash covers: one without it would never be used.
+            let covered = append.events.last().and_then(|e| e.snapshot_digest.clone());
+            if append.snapshot.as_ref().map(Snapshot::digest) != covered {
+                return Err(StoreError::InvalidAppend(format!(
+                    "the snapshot of {} must be the one its last event's hash covers",
+                    append.stream_id
+                )));
             }
         }
         let mut streams: Vec<_> = self.streams.iter().map(|a| &a.stream_id).collect();
@@ -208,6 +256,28 @@ pub trait EventStore: Send + Sync {
 
     /// Reads the events appended at or before `at_ms`, in order (time travel).
     async fn read_until(&self, stream: &StreamId, at_ms: i64) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Loads the stream as it was at `at`, like [`EventStore::load`]: the
+    /// newest snapshot at or before that point, the events from it to that
+    /// point, and the hash before them. Adapters answer with a short read;
+    /// this default reads everything up to that point.
+    async fn load_at(&self, stream: &StreamId, at: At) -> Result<LoadedStream, StoreError> {
+        let events = match at {
+            At::Version(version) => self.read_range(stream, 1, Some(version)).await?,
+            At::Time(at_ms) => {
+                let mut events = self.read_until(stream, at_ms).await?;
+                // The prefix up to the newest event at or before the time.
+                let upto = events.last().map_or(0, |e| e.version);
+                events = self.read_range(stream, 1, Some(upto)).await?;
+                events
+            }
+        };
+        Ok(LoadedStream {
+            snapshot: None,
+            events,
+            base_hash: None,
+        })
+    }
 
     /// Appends atomically: all streams' conditions hold and all is written, or nothing.
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError>;

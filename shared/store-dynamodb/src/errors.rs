@@ -66,11 +66,13 @@ impl TransactItem {
 
 /// The winning event item, as a loaded stream a retry can decide on: only
 /// when it carries a snapshot (otherwise the retry must read the history).
+/// The hash it chains from is the loser's head, which the command loop knows.
 fn winner_of(item: Item) -> Option<LoadedStream> {
     let (event, snapshot) = EventItem::parse(item).ok()?.into_envelope().ok()?;
     let snapshot = snapshot?;
     Some(LoadedStream {
         snapshot: Some(snapshot),
         events: vec![event],
+        base_hash: None,
     })
 }

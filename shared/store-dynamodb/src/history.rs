@@ -129,7 +129,7 @@ fn scanned(item: Item) -> Result<ScannedEvent, StoreError> {
     };
     let stream_id = StreamId::parse(&stream).map_err(|e| StoreError::corrupt(&stream, version, e))?;
     Ok(match EventItem::parse(item).and_then(EventItem::into_envelope) {
-        Ok((envelope, _)) => ScannedEvent::Readable(envelope),
+        Ok((envelope, snapshot)) => ScannedEvent::stored(envelope, snapshot.as_ref()),
         Err(error) => ScannedEvent::Unreadable {
             stream: stream_id,
             version,

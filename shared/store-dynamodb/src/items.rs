@@ -26,6 +26,8 @@ pub struct EventItem {
     pub ts: i64,
     pub hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_schema: Option<u32>,
@@ -47,6 +49,7 @@ impl EventItem {
             meta: serde_json::to_string(&event.metadata).map_err(|e| StoreError::InvalidAppend(e.to_string()))?,
             ts: event.timestamp_ms,
             hash: event.hash.clone(),
+            snapshot_digest: event.snapshot_digest.clone(),
             snapshot: snapshot.map(|s| s.state.to_string()),
             snapshot_schema: snapshot.map(|s| s.schema),
         };
@@ -79,6 +82,7 @@ impl EventItem {
             metadata: serde_json::from_str(&self.meta).map_err(|e| StoreError::corrupt(stream, version, e))?,
             timestamp_ms: self.ts,
             hash: self.hash.clone(),
+            snapshot_digest: self.snapshot_digest.clone(),
         };
         let snapshot = match (self.snapshot, self.snapshot_schema) {
             (Some(state), Some(schema)) => Some(Snapshot {

@@ -5,6 +5,8 @@
 pub const EVENTS_PK: &str = "stream_id";
 /// Sort key of the events table: the version (a number, 1..n, gap-free).
 pub const EVENTS_SK: &str = "version";
+/// The events table's append-time attribute (ms since the epoch): time travel reads it.
+pub const EVENTS_TS: &str = "ts";
 /// Partition key of the idempotency table.
 pub const IDEMPOTENCY_PK: &str = "key";
 /// The idempotency table's TTL attribute (epoch seconds).

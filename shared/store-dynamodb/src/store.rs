@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use tally_core::{
-    AppendBatch, AppendOutcome, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
+    AppendBatch, AppendOutcome, At, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
     StreamId,
 };
 
@@ -19,7 +19,7 @@ use crate::errors::{TransactItem, sdk_error};
 use crate::items::{EventItem, IdempotencyItem, Item};
 use crate::schema::{
     ENV_EVENTS_TABLE, ENV_IDEMPOTENCY_TABLE, ENV_INVENTORY_TABLE, ENV_SNAPSHOT_INTERVAL, EVENTS_PK, EVENTS_SK,
-    IDEMPOTENCY_PK, IDEMPOTENCY_TTL, READ_PK, READ_VERSION, TRANSACT_MAX_ITEMS,
+    EVENTS_TS, IDEMPOTENCY_PK, IDEMPOTENCY_TTL, READ_PK, READ_VERSION, TRANSACT_MAX_ITEMS,
 };
 use crate::settings::{Env, MissingSetting, Settings};
 
@@ -97,6 +97,21 @@ pub(crate) fn number(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// What a stream query does with an item it read.
+enum Visit {
+    /// Not part of the answer (still paid for: DynamoDB bills what it reads).
+    Skip,
+    /// Part of the answer; read on.
+    Keep,
+    /// The last item of the answer.
+    KeepAndStop,
+}
+
+/// An event item's append time, if it has a readable one.
+fn item_ts(item: &Item) -> Option<i64> {
+    item.get(EVENTS_TS)?.as_n().ok()?.parse().ok()
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -118,14 +133,15 @@ impl DynamoStore {
     }
 
     /// Runs a stream query page by page through `LastEvaluatedKey` (a result
-    /// over 1 MB arrives in several pages) until `done` says stop.
+    /// over 1 MB arrives in several pages), keeping the items `visit` keeps,
+    /// until it says stop.
     async fn query_stream(
         &self,
         stream: &StreamId,
         range: Option<(u64, u64)>,
         newest_first: bool,
         page_size: Option<i32>,
-        mut done: impl FnMut(&Item) -> bool,
+        mut visit: impl FnMut(&Item) -> Visit,
     ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
@@ -150,10 +166,13 @@ impl DynamoStore {
             };
             let page = query.send().await.map_err(sdk_error)?;
             for item in page.items.unwrap_or_default() {
-                let stop = done(&item);
-                items.push(item);
-                if stop {
-                    return Ok(items);
+                match visit(&item) {
+                    Visit::Skip => {}
+                    Visit::Keep => items.push(item),
+                    Visit::KeepAndStop => {
+                        items.push(item);
+                        return Ok(items);
+                    }
                 }
             }
             match page.last_evaluated_key {
@@ -161,6 +180,54 @@ impl DynamoStore {
                 _ => return Ok(items),
             }
         }
+    }
+
+    /// The stream up to `upto` (a version, or the newest event at or before
+    /// a time), newest first back to the newest snapshot, plus one more item
+    /// whose hash the loaded events are checked from. With snapshots on every
+    /// event that is one `Query` of two small items: one read request.
+    async fn load_back(&self, stream: &StreamId, upto: Option<At>) -> Result<LoadedStream, StoreError> {
+        // The newest snapshot is among the newest `interval` items, so one
+        // page of `interval + 1` also holds the item before it.
+        let page = self
+            .config
+            .snapshot_interval
+            .map(|interval| i32::try_from(interval.saturating_add(1)).unwrap_or(i32::MAX));
+        let snapshots = self.config.snapshot_interval.is_some();
+        let range = match upto {
+            Some(At::Version(version)) => Some((1, version.min(i64::MAX as u64))),
+            _ => None,
+        };
+        let at_ms = match upto {
+            Some(At::Time(at_ms)) => Some(at_ms),
+            _ => None,
+        };
+        let (mut reached, mut snapshot_seen, mut base_kept) = (false, false, false);
+        let mut items = self
+            .query_stream(stream, range, true, page, |item| {
+                // Time travel: events appended after the time are not part of the prefix.
+                if !reached && at_ms.is_some_and(|at| item_ts(item).is_none_or(|ts| ts > at)) {
+                    return Visit::Skip;
+                }
+                reached = true;
+                if snapshot_seen {
+                    base_kept = true;
+                    return Visit::KeepAndStop;
+                }
+                snapshot_seen = snapshots && EventItem::has_snapshot(item);
+                Visit::Keep
+            })
+            .await?;
+        let base = if base_kept { items.pop() } else { None };
+        let base_hash = base.map(|item| EventItem::parse(item).map(|e| e.hash)).transpose()?;
+        items.reverse();
+        let rows = Self::envelopes(items)?;
+        let snapshot = rows.first().and_then(|(_, s)| s.clone());
+        Ok(LoadedStream {
+            snapshot,
+            events: rows.into_iter().map(|(e, _)| e).collect(),
+            base_hash,
+        })
     }
 
     fn envelopes(items: Vec<Item>) -> Result<Vec<(EventEnvelope, Option<Snapshot>)>, StoreError> {
@@ -315,22 +382,11 @@ impl DynamoStore {
 #[async_trait]
 impl EventStore for DynamoStore {
     async fn load(&self, stream: &StreamId) -> Result<LoadedStream, StoreError> {
-        let Some(interval) = self.config.snapshot_interval else {
-            let events = self.read_range(stream, 1, None).await?;
-            return Ok(LoadedStream { snapshot: None, events });
-        };
-        // Newest first, stopping at the first item that carries a snapshot.
-        let page = i32::try_from(interval).unwrap_or(i32::MAX);
-        let mut items = self
-            .query_stream(stream, None, true, Some(page), EventItem::has_snapshot)
-            .await?;
-        items.reverse();
-        let rows = Self::envelopes(items)?;
-        let snapshot = rows.first().and_then(|(_, s)| s.clone());
-        Ok(LoadedStream {
-            snapshot,
-            events: rows.into_iter().map(|(e, _)| e).collect(),
-        })
+        self.load_back(stream, None).await
+    }
+
+    async fn load_at(&self, stream: &StreamId, at: At) -> Result<LoadedStream, StoreError> {
+        self.load_back(stream, Some(at)).await
     }
 
     async fn read_range(
@@ -344,13 +400,13 @@ impl EventStore for DynamoStore {
             return Ok(Vec::new());
         }
         let items = self
-            .query_stream(stream, Some((from, to)), false, None, |_| false)
+            .query_stream(stream, Some((from, to)), false, None, |_| Visit::Keep)
             .await?;
         Ok(Self::envelopes(items)?.into_iter().map(|(e, _)| e).collect())
     }
 
     async fn read_until(&self, stream: &StreamId, at_ms: i64) -> Result<Vec<EventEnvelope>, StoreError> {
-        let items = self.query_stream(stream, None, false, None, |_| false).await?;
+        let items = self.query_stream(stream, None, false, None, |_| Visit::Keep).await?;
         Ok(Self::envelopes(items)?
             .into_iter()
             .map(|(e, _)| e)

@@ -2,6 +2,8 @@
 //! requests per command, histories over 1 MB, a flash sale, multi-stream
 //! atomicity and idempotency keys.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -9,13 +11,15 @@ use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tally_api::service::{CommandContext, ServiceConfig};
+use tally_api::service::{CommandContext, ServiceConfig, ServiceError};
 use tally_api::{ApiConfig, CommandService, CommandState};
 use tally_core::{
-    AppendBatch, CommandError, EventStore, Metadata, NewEvent, SnapshotPolicy, StoreError, StreamAppend, StreamId,
-    WinnerCache, seal,
+    AppendBatch, AppendOutcome, CommandError, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Metadata,
+    NewEvent, SnapshotPolicy, StoreError, StreamAppend, StreamId, load_aggregate, seal,
 };
-use tally_domain::{CustomerId, DomainError, OrderId, OrderLine, ProductName, Quantity, Sku};
+use tally_domain::{
+    Cents, Currency, CustomerId, DomainError, Inventory, OrderId, OrderLine, ProductName, Quantity, Sku,
+};
 use tally_emulator::RequestCounter;
 use tally_store_dynamodb::DynamoStore;
 use tower::ServiceExt;
@@ -120,7 +124,7 @@ async fn flash_sale_on_dynamodb_never_oversells() {
     let events_table = store.config().events_table.clone();
     let client = store.client().clone();
     // As the command Lambda runs it: retries start from the winner a conflict hands back.
-    let service = CommandService::new(Arc::new(WinnerCache::new(store)), ServiceConfig::default());
+    let service = CommandService::new(Arc::new(store), ServiceConfig::default());
     let ctx = CommandContext::default();
     service
         .register_sku(&sku("HOT"), ProductName::parse("Hot").expect("name"), &ctx)
@@ -311,6 +315,173 @@ async fn idempotency_keys_on_dynamodb() {
     );
 }
 
+/// A store whose first append first lets another writer finish: the
+/// interleaving a real race would produce, forced (the emulator serialises
+/// requests, so it never happens by itself). Everything else passes through.
+struct Interleaved {
+    inner: DynamoStore,
+    other_writer: tokio::sync::Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+}
+
+impl Interleaved {
+    fn new(inner: DynamoStore, other_writer: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            inner,
+            other_writer: tokio::sync::Mutex::new(Some(Box::pin(other_writer))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for Interleaved {
+    async fn load(&self, stream: &StreamId) -> Result<LoadedStream, StoreError> {
+        self.inner.load(stream).await
+    }
+
+    async fn read_range(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.inner.read_range(stream, from, to).await
+    }
+
+    async fn read_until(&self, stream: &StreamId, at_ms: i64) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.inner.read_until(stream, at_ms).await
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
+        let other_writer = self.other_writer.lock().await.take();
+        if let Some(other_writer) = other_writer {
+            other_writer.await;
+        }
+        self.inner.append(batch).await
+    }
+
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.inner.idempotency_record(key).await
+    }
+}
+
+fn one_unit_of(sku_id: &str) -> Vec<OrderLine> {
+    vec![OrderLine {
+        sku: sku(sku_id),
+        quantity: Quantity::new(1).expect("qty"),
+        unit_price_cents: Cents::new(100).expect("price"),
+    }]
+}
+
+/// A SKU registered with `on_hand` units (version 2), and a service over the plain store.
+async fn stocked(store: &DynamoStore, sku_id: &str, on_hand: u64) -> CommandService {
+    let service = CommandService::new(Arc::new(store.clone()), ServiceConfig::default());
+    let ctx = CommandContext::default();
+    service
+        .register_sku(&sku(sku_id), ProductName::parse("x").expect("name"), &ctx)
+        .await
+        .expect("register");
+    service
+        .receive_stock(&sku(sku_id), Quantity::new(on_hand).expect("qty"), &ctx)
+        .await
+        .expect("receive");
+    service
+}
+
+async fn place(
+    service: &CommandService,
+    order: &str,
+    customer: &str,
+    lines: Vec<OrderLine>,
+) -> Result<u16, ServiceError> {
+    service
+        .place_order(
+            &OrderId::parse(order).expect("order id"),
+            CustomerId::parse(customer).expect("customer"),
+            lines,
+            Currency::default(),
+            &CommandContext::default(),
+        )
+        .await
+        .map(|accepted| accepted.status)
+}
+
+/// The item a lost race hands back is the version after the one we loaded,
+/// not the head. A loads the SKU at v2 (5 on hand); before A's write lands,
+/// B sells all 5 (v3) and receives 100 (v4). A's write loses to v3, whose
+/// item says 0 available; deciding on it would refuse A although 100 are
+/// there. The refusal is checked on a fresh read, and A's order is placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_decided_on_a_handed_back_item_is_checked_on_fresh_state() {
+    let store = store(Some(1), None).await;
+    let other = stocked(&store, "AFTER", 5).await;
+    let b_sells_all_then_stock_arrives = async move {
+        let five = vec![OrderLine {
+            quantity: Quantity::new(5).expect("qty"),
+            ..one_unit_of("AFTER")[0].clone()
+        }];
+        assert_eq!(place(&other, "o-b", "c-b", five).await.expect("B buys all"), 201);
+        other
+            .receive_stock(
+                &sku("AFTER"),
+                Quantity::new(100).expect("qty"),
+                &CommandContext::default(),
+            )
+            .await
+            .expect("B receives 100");
+    };
+    let ours = CommandService::new(
+        Arc::new(Interleaved::new(store.clone(), b_sells_all_then_stock_arrives)),
+        ServiceConfig::default(),
+    );
+    let placed = place(&ours, "o-a", "c-a", one_unit_of("AFTER")).await;
+    assert_eq!(placed.expect("A's order is placed: 100 arrived"), 201);
+    let level = load_aggregate::<Inventory>(&store, &StreamId::parse("inventory-AFTER").expect("stream"))
+        .await
+        .expect("load");
+    assert_eq!((level.version, level.state.on_hand, level.state.reserved), (5, 105, 6));
+}
+
+/// The same race with no stock arriving: the refusal stands, because the
+/// fresh read agrees (422 insufficient_stock), and nothing is written. A
+/// later command through the same service decides on fresh state again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_confirmed_on_fresh_state_stands_and_nothing_outlives_it() {
+    let store = store(Some(1), None).await;
+    let other = stocked(&store, "GONE", 5).await;
+    let restock = other.clone();
+    let b_sells_all = async move {
+        let five = vec![OrderLine {
+            quantity: Quantity::new(5).expect("qty"),
+            ..one_unit_of("GONE")[0].clone()
+        }];
+        assert_eq!(place(&other, "o-b", "c-b", five).await.expect("B buys all"), 201);
+    };
+    let ours = CommandService::new(
+        Arc::new(Interleaved::new(store.clone(), b_sells_all)),
+        ServiceConfig::default(),
+    );
+    match place(&ours, "o-a", "c-a", one_unit_of("GONE")).await {
+        Err(CommandError::Rejected(DomainError::InsufficientStock { available, .. })) => assert_eq!(available, 0),
+        other => panic!("expected insufficient stock on fresh state, got {other:?}"),
+    }
+    let order = store
+        .read_range(&StreamId::parse("order-o-a").expect("stream"), 1, None)
+        .await
+        .expect("read");
+    assert!(order.is_empty(), "a refused order writes nothing");
+
+    restock
+        .receive_stock(
+            &sku("GONE"),
+            Quantity::new(10).expect("qty"),
+            &CommandContext::default(),
+        )
+        .await
+        .expect("restock");
+    let later = place(&ours, "o-a2", "c-a", one_unit_of("GONE")).await;
+    assert_eq!(later.expect("a later command sees the restock"), 201);
+}
+
 /// A lost race costs no re-read: the conditional write hands back the
 /// winner's item (ALL_OLD) with its snapshot, and the retry decides on it —
 /// one write for the conflict, none to read, one write for the retry.
@@ -325,50 +496,20 @@ async fn a_conflict_hands_back_the_winner_and_the_retry_reads_nothing() {
         .await
         .expect("register");
 
-    // Our writer loads v1, then the other writer appends v2 behind its back.
-    let ours = WinnerCache::new(store.clone());
-    let stream = StreamId::parse("inventory-RACE").expect("stream");
-    let loaded = ours.load(&stream).await.expect("load");
-    other_writer
-        .receive_stock(&sku("RACE"), Quantity::new(7).expect("qty"), &ctx)
-        .await
-        .expect("receive");
-    let stale = tally_core::seal(
-        &stream,
-        loaded.version(),
-        loaded.head_hash(),
-        vec![NewEvent {
-            event_type: "StockReceived".into(),
-            schema: 1,
-            data: json!({ "quantity": 1 }),
-        }],
-        &Metadata::default(),
-        1,
+    // Our writer loads v1; the other writer appends v2 before our write lands.
+    let count_from_here = counter.clone();
+    let other_appends_v2 = async move {
+        other_writer
+            .receive_stock(&sku("RACE"), Quantity::new(7).expect("qty"), &CommandContext::default())
+            .await
+            .expect("receive");
+        count_from_here.reset();
+    };
+    let ours = CommandService::new(
+        Arc::new(Interleaved::new(store.clone(), other_appends_v2)),
+        ServiceConfig::default(),
     );
-    counter.reset();
-    let lost = ours
-        .append(AppendBatch {
-            streams: vec![StreamAppend {
-                stream_id: stream.clone(),
-                expected_version: 1,
-                events: stale,
-                snapshot: None,
-                view: None,
-            }],
-            idempotency: None,
-        })
-        .await;
-    match lost {
-        Err(StoreError::WrongExpectedVersion {
-            winner: Some(winner), ..
-        }) => {
-            assert_eq!(winner.version(), 2, "the winner's item came back with the failure")
-        }
-        other => panic!("expected a conflict carrying the winner, got {other:?}"),
-    }
-    // The retry, through the real command path: decides on the winner, reads nothing.
-    let service = CommandService::new(Arc::new(ours), ServiceConfig::default());
-    let accepted = service
+    let accepted = ours
         .receive_stock(&sku("RACE"), Quantity::new(1).expect("qty"), &ctx)
         .await
         .expect("retry");
@@ -379,6 +520,7 @@ async fn a_conflict_hands_back_the_winner_and_the_retry_reads_nothing() {
         counter.snapshot()
     );
     assert_eq!((reads, writes), (0, 2), "one failed write, no re-read, one write");
-    let level = store.load(&stream).await.expect("load");
-    assert_eq!(level.version(), 3);
+    let stream = StreamId::parse("inventory-RACE").expect("stream");
+    let level = load_aggregate::<Inventory>(&store, &stream).await.expect("load");
+    assert_eq!((level.version, level.state.on_hand), (3, 8));
 }

@@ -6,18 +6,18 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use tally_core::{
-    AppendBatch, AppendOutcome, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
+    AppendBatch, AppendOutcome, At, EventEnvelope, EventStore, IdempotencyRecord, LoadedStream, Snapshot, StoreError,
     StreamAppend, StreamId,
 };
 
 use crate::{SqliteStore, sql_error};
 
 /// The envelope's columns, then the inline snapshot's.
-pub(crate) const EVENT_COLUMNS: &str =
-    "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash, snapshot, snapshot_schema";
+pub(crate) const EVENT_COLUMNS: &str = "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash, snapshot_digest, snapshot, snapshot_schema";
 
-/// The envelope stored in the nine columns from `first` on (`stream_id,
-/// version, event_id, event_type, schema, data, metadata, ts, hash`).
+/// The envelope stored in the ten columns from `first` on (`stream_id,
+/// version, event_id, event_type, schema, data, metadata, ts, hash,
+/// snapshot_digest`).
 pub(crate) fn envelope_at(row: &Row<'_>, first: usize) -> Result<EventEnvelope, StoreError> {
     let stream: String = row.get(first).map_err(sql_error)?;
     let version: u64 = row.get(first + 1).map_err(sql_error)?;
@@ -35,6 +35,7 @@ pub(crate) fn envelope_at(row: &Row<'_>, first: usize) -> Result<EventEnvelope, 
         metadata: serde_json::from_value(json(6)?).map_err(|e| StoreError::corrupt(&stream, version, e))?,
         timestamp_ms: row.get(first + 7).map_err(sql_error)?,
         hash: text(8)?,
+        snapshot_digest: row.get(first + 9).map_err(sql_error)?,
     })
 }
 
@@ -42,8 +43,8 @@ pub(crate) fn envelope_at(row: &Row<'_>, first: usize) -> Result<EventEnvelope, 
 pub(crate) fn event_from_row(row: &Row<'_>) -> Result<(EventEnvelope, Option<Snapshot>), StoreError> {
     let envelope = envelope_at(row, 0)?;
     let version = envelope.version;
-    let snapshot_text: Option<String> = row.get(9).map_err(sql_error)?;
-    let snapshot_schema: Option<u32> = row.get(10).map_err(sql_error)?;
+    let snapshot_text: Option<String> = row.get(10).map_err(sql_error)?;
+    let snapshot_schema: Option<u32> = row.get(11).map_err(sql_error)?;
     // A snapshot that does not parse is a cache miss, not an error.
     let snapshot = match (snapshot_text, snapshot_schema) {
         (Some(text), Some(schema)) => Some(Snapshot {
@@ -89,7 +90,7 @@ fn insert_stream(conn: &Connection, append: &StreamAppend) -> Result<u64, StoreE
     }
     let mut insert = conn
         .prepare_cached(&format!(
-            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         ))
         .map_err(sql_error)?;
     for event in &append.events {
@@ -105,6 +106,7 @@ fn insert_stream(conn: &Connection, append: &StreamAppend) -> Result<u64, StoreE
             metadata,
             event.timestamp_ms,
             event.hash,
+            event.snapshot_digest,
             snapshot.map(|s| s.state.to_string()),
             snapshot.map(|s| s.schema),
         ]);
@@ -129,6 +131,34 @@ fn insert_stream(conn: &Connection, append: &StreamAppend) -> Result<u64, StoreE
         .map_err(sql_error)?;
     }
     Ok(append.expected_version + append.events.len() as u64)
+}
+
+/// The stream up to version `upto` from its newest snapshot at or before
+/// it, with the hash of the event before that snapshot (one more row).
+fn load_upto(conn: &Connection, stream: &StreamId, upto: u64) -> Result<LoadedStream, StoreError> {
+    let from: u64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(version), 1) FROM events
+             WHERE stream_id = ?1 AND version <= ?2 AND snapshot IS NOT NULL",
+        )
+        .and_then(|mut s| s.query_row(params![stream.as_str(), upto], |r| r.get(0)))
+        .map_err(sql_error)?;
+    let mut rows = query_events(
+        conn,
+        "stream_id = ?1 AND version BETWEEN ?2 AND ?3",
+        params![stream.as_str(), from.saturating_sub(1).max(1), upto],
+    )?;
+    let base_hash = if from > 1 && rows.first().is_some_and(|(e, _)| e.version == from - 1) {
+        Some(rows.remove(0).0.hash)
+    } else {
+        None
+    };
+    let snapshot = rows.first().and_then(|(_, s)| s.clone());
+    Ok(LoadedStream {
+        snapshot,
+        events: rows.into_iter().map(|(e, _)| e).collect(),
+        base_hash,
+    })
 }
 
 fn insert_idempotency(conn: &Connection, record: &IdempotencyRecord, now_ms: i64) -> Result<(), StoreError> {
@@ -167,18 +197,20 @@ fn now_ms() -> i64 {
 impl EventStore for SqliteStore {
     async fn load(&self, stream: &StreamId) -> Result<LoadedStream, StoreError> {
         let stream = stream.clone();
+        self.read(move |conn| load_upto(conn, &stream, i64::MAX as u64)).await
+    }
+
+    async fn load_at(&self, stream: &StreamId, at: At) -> Result<LoadedStream, StoreError> {
+        let stream = stream.clone();
         self.read(move |conn| {
-            let rows = query_events(
-                conn,
-                "stream_id = ?1 AND version >= COALESCE(
-                    (SELECT MAX(version) FROM events WHERE stream_id = ?1 AND snapshot IS NOT NULL), 1)",
-                [stream.as_str()],
-            )?;
-            let snapshot = rows.first().and_then(|(_, s)| s.clone());
-            Ok(LoadedStream {
-                snapshot,
-                events: rows.into_iter().map(|(e, _)| e).collect(),
-            })
+            let upto = match at {
+                At::Version(version) => version.min(i64::MAX as u64),
+                At::Time(at_ms) => conn
+                    .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1 AND ts <= ?2")
+                    .and_then(|mut s| s.query_row(params![stream.as_str(), at_ms], |r| r.get(0)))
+                    .map_err(sql_error)?,
+            };
+            load_upto(conn, &stream, upto)
         })
         .await
     }

@@ -14,11 +14,12 @@ use tally_core::chain::{ScannedEvent, StreamScan};
 use tally_core::projection::{History, HistoryChunk};
 use tally_core::{EventEnvelope, StoreError, StreamId};
 
-use crate::events::envelope_at;
+use crate::events::{EVENT_COLUMNS, envelope_at, event_from_row};
 use crate::{SqliteStore, sql_error};
 
 /// The envelope's columns, in the order [`envelope_at`] reads them.
-const ENVELOPE_COLUMNS: &str = "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash";
+const ENVELOPE_COLUMNS: &str =
+    "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash, snapshot_digest";
 
 /// The `stream_id` range of a category: ids are `<category>-<id>` in
 /// `[A-Za-z0-9_-]`, so they all sort in `["<category>-", "<category>.")`
@@ -60,7 +61,7 @@ pub(crate) fn read_history_in(
     let mut last = after;
     while let Some(row) = rows.next().map_err(sql_error)? {
         events.push(envelope_at(row, 0)?);
-        last = row.get(9).map_err(sql_error)?;
+        last = row.get(10).map_err(sql_error)?;
     }
     let end = if (events.len() as i64) < limit {
         head.max(after)
@@ -109,8 +110,8 @@ impl History for SqliteStore {
 fn scanned_from_row(row: &rusqlite::Row<'_>) -> Result<ScannedEvent, StoreError> {
     let stream: String = row.get(0).map_err(sql_error)?;
     let version: u64 = row.get(1).map_err(sql_error)?;
-    match envelope_at(row, 0) {
-        Ok(envelope) => Ok(ScannedEvent::Readable(envelope)),
+    match event_from_row(row) {
+        Ok((envelope, snapshot)) => Ok(ScannedEvent::stored(envelope, snapshot.as_ref())),
         Err(error) => Ok(ScannedEvent::Unreadable {
             stream: StreamId::parse(stream.clone()).map_err(|e| StoreError::corrupt(&stream, version, e))?,
             version,
@@ -128,7 +129,7 @@ impl StreamScan for SqliteStore {
             // A row-value comparison walks the UNIQUE (stream_id, version) index.
             let mut statement = conn
                 .prepare_cached(&format!(
-                    "SELECT {ENVELOPE_COLUMNS} FROM events WHERE (stream_id, version) > (?1, ?2)
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE (stream_id, version) > (?1, ?2)
                      ORDER BY stream_id, version LIMIT ?3"
                 ))
                 .map_err(sql_error)?;

@@ -25,6 +25,7 @@ const BASE: &str = "
         metadata        TEXT    NOT NULL,
         ts              INTEGER NOT NULL,
         hash            TEXT    NOT NULL,
+        snapshot_digest TEXT,                              -- covered by hash: the snapshot below is checked against it
         snapshot        TEXT,
         snapshot_schema INTEGER,
         UNIQUE (stream_id, version)
@@ -216,13 +217,29 @@ fn migrate_models(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     )
 }
 
+/// A database from before snapshots were hashed gets the digest column; its
+/// old snapshots have none, so loaders ignore them until the next append
+/// writes a covered one.
+fn add_snapshot_digest(conn: &Connection) -> rusqlite::Result<()> {
+    let present: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'snapshot_digest')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !present {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN snapshot_digest TEXT")?;
+    }
+    Ok(())
+}
+
 /// Creates the tables and indexes if they do not exist, and migrates older
 /// layouts. Several processes may open one file at once: the model
 /// migration runs under the write lock, so it happens once.
 pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(BASE)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    match migrate_models(conn, chrono::Utc::now().timestamp_millis()) {
+    let migrated = add_snapshot_digest(conn).and_then(|()| migrate_models(conn, chrono::Utc::now().timestamp_millis()));
+    match migrated {
         Ok(()) => conn.execute_batch("COMMIT"),
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");

@@ -30,7 +30,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tally_api::{ApiConfig, CommandState, QueryState};
 use tally_bus::{Projector, Publisher, PublisherConfig};
-use tally_core::{Decider, EventEnvelope, StreamId, WinnerCache, decode_event};
+use tally_core::{Decider, EventEnvelope, StreamId, decode_event};
 use tally_domain::views::{self, InventoryLevel, OrderSummary, SalesDay};
 use tally_domain::{Inventory, InventoryState, Order};
 use tally_emulator::deploy::{Deployment, deploy_template};
@@ -126,7 +126,7 @@ impl Pipeline {
         let store_config = DynamoConfig::from_settings(command_env).expect("command-api settings");
         let config = ApiConfig::with_snapshot_interval(store_config.snapshot_interval);
         let store = DynamoStore::new(dynamodb.clone(), store_config);
-        let commands = tally_api::command_router(CommandState::new(Arc::new(WinnerCache::new(store.clone())), config));
+        let commands = tally_api::command_router(CommandState::new(Arc::new(store.clone()), config));
 
         let query_env = deployment.env("QueryApiFunction");
         let reader = DynamoStore::new(
