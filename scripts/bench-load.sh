@@ -26,8 +26,9 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 50); do curl -s "http://127.0.0.1:$port/openapi.json" >/dev/null && break; sleep 0.1; done
 
 for i in $(seq 0 $((SKUS - 1))); do
-  curl -s -XPOST "http://127.0.0.1:$port/inventory" -d "{\"sku\":\"LOAD-$i\",\"name\":\"Load $i\"}" >/dev/null
-  curl -s -XPOST "http://127.0.0.1:$port/inventory/LOAD-$i/receipts" -d '{"quantity":1000000}' >/dev/null
+  # tally serve takes commands only as JSON (its CSRF guard).
+  curl -sf --json "{\"sku\":\"LOAD-$i\",\"name\":\"Load $i\"}" "http://127.0.0.1:$port/inventory" >/dev/null
+  curl -sf --json '{"quantity":1000000}' "http://127.0.0.1:$port/inventory/LOAD-$i/receipts" >/dev/null
 done
 
 cat >"$work/orders.lua" <<LUA

@@ -2,6 +2,12 @@
 //! in-process projection tail. It never operates on the store beyond what
 //! the API and the tail do: rebuilds and checks are other subcommands, and
 //! may run against the same file while it serves.
+//!
+//! It has no authentication: loopback keeps other machines out, and
+//! [`tally_api::loopback::guard`] keeps web pages in a local browser out
+//! (a request must name the served address as its Host, and a
+//! state-changing one must be JSON and come from no other origin). Its
+//! events record no `actor`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -19,6 +25,10 @@ use crate::DEFAULT_DB;
 /// Commands and queries as in the design's API table; the eventual read
 /// models are fed in-process from what the store commits. The database file
 /// is created if missing. Stop with Ctrl-C.
+///
+/// No authentication: requests must be addressed to 127.0.0.1:PORT or
+/// localhost:PORT, and POSTs must be `Content-Type: application/json` with
+/// no foreign `Origin` (`curl --json '{...}'`).
 ///
 /// Example: `tally serve --port 3000 --db data/tally.db`
 #[derive(clap::Args)]
@@ -50,8 +60,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
-    tracing::info!(address = %listener.local_addr()?, db = %db.display(), "tally serving");
-    axum::serve(listener, tally_api::router(state))
+    let served = listener.local_addr()?;
+    tracing::info!(address = %served, db = %db.display(), "tally serving");
+    // No authentication here, so no actor: the guard keeps browser pages
+    // (CSRF, DNS rebinding) from using the API instead.
+    let app = tally_api::loopback::guard(tally_api::router(state), served);
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");

@@ -2,7 +2,8 @@
 //! at a version or an instant, read through the `EventStore` port (the same
 //! reads as the API's `/streams/{id}/events` and `/state`), on the embedded
 //! store (`--db`) or a deployed stack's events table (`--aws`). A table on a
-//! terminal, `--json` for scripts. It never writes to the store.
+//! terminal (with each event's actor: the authenticated caller, `-` when
+//! none), `--json` for scripts. It never writes to the store.
 
 use std::process::ExitCode;
 
@@ -35,7 +36,7 @@ enum Inspect {
     State(StateArgs),
 }
 
-/// Print a stream's events (version, time, type, payload, metadata)
+/// Print a stream's events (version, time, type, actor, metadata, payload)
 ///
 /// Examples:
 ///   tally stream show order-o-1
@@ -102,7 +103,11 @@ fn event_rows(events: &[EventEnvelope]) -> Vec<Vec<String>> {
     events
         .iter()
         .map(|e| {
-            let metadata = serde_json::to_value(&e.metadata).unwrap_or(Value::Null);
+            let mut metadata = serde_json::to_value(&e.metadata).unwrap_or(Value::Null);
+            // The actor has its own column: who did it is the first question about an event.
+            if let Value::Object(fields) = &mut metadata {
+                fields.remove("actor");
+            }
             let metadata = match &metadata {
                 Value::Object(fields) if fields.is_empty() => "-".to_owned(),
                 other => compact(other),
@@ -111,6 +116,7 @@ fn event_rows(events: &[EventEnvelope]) -> Vec<Vec<String>> {
                 e.version.to_string(),
                 rfc3339(e.timestamp_ms),
                 format!("{} v{}", e.event_type, e.schema),
+                e.metadata.actor.clone().unwrap_or_else(|| "-".to_owned()),
                 metadata,
                 compact(&e.data),
             ]
@@ -139,7 +145,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             all.extend(events);
         } else if !events.is_empty() {
             emit(&table(
-                &["VERSION", "TIME", "TYPE", "METADATA", "DATA"],
+                &["VERSION", "TIME", "TYPE", "ACTOR", "METADATA", "DATA"],
                 &event_rows(&events),
             ))?;
         }
@@ -205,4 +211,45 @@ async fn state(args: StateArgs) -> anyhow::Result<ExitCode> {
         table(&["FIELD", "VALUE"], &rows)
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_core::Metadata;
+
+    use super::*;
+
+    fn event(version: u64, metadata: Metadata) -> EventEnvelope {
+        serde_json::from_value(json!({
+            "event_id": "00000000-0000-0000-0000-000000000000",
+            "stream_id": "inventory-A",
+            "version": version,
+            "type": "StockReceived",
+            "schema": 1,
+            "data": { "quantity": 1 },
+            "metadata": metadata,
+            "timestamp_ms": 0,
+            "hash": "",
+        }))
+        .expect("an envelope")
+    }
+
+    /// Each row names the event's actor in its own column (`-` when none),
+    /// and the metadata column does not repeat it.
+    #[test]
+    fn rows_show_the_actor() {
+        let by_operator = Metadata {
+            actor: Some("arn:aws:sts::123456789012:assumed-role/tally-operator/ops-alice".to_owned()),
+            correlation_id: Some("c-1".to_owned()),
+            ..Metadata::default()
+        };
+        let rows = event_rows(&[event(1, Metadata::default()), event(2, by_operator)]);
+        assert_eq!(rows[0][3], "-");
+        assert_eq!(rows[0][4], "-");
+        assert_eq!(
+            rows[1][3],
+            "arn:aws:sts::123456789012:assumed-role/tally-operator/ops-alice"
+        );
+        assert_eq!(rows[1][4], compact(&json!({ "correlation_id": "c-1" })));
+    }
 }

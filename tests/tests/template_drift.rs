@@ -2017,3 +2017,45 @@ fn localstack_compose_file_serves_the_template() {
         problems.join("\n  ")
     );
 }
+
+/// The HTTP API is authenticated unless NONE is asked for by name: the
+/// `Authorizer` parameter defaults to IAM, and every route of the API's
+/// body names the `tally` scheme whenever the stage is authenticated (a
+/// route without that line would be public whatever the parameter says).
+#[test]
+fn every_route_is_authenticated_by_default() {
+    let path = root().join("template.yaml");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let document: Value =
+        serde_yaml_ng::from_str(&source).unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    let document = long_form(document);
+    let authorizer = at(&document, &["Parameters", "Authorizer"]).expect("an Authorizer parameter");
+    assert_eq!(authorizer.get("Default").and_then(text), Some("IAM"));
+    let condition = at(&document, &["Conditions", "Authenticated"]).expect("an Authenticated condition");
+    let unauthenticated: Value =
+        serde_yaml_ng::from_str("{Fn::Not: [{Fn::Equals: [{Ref: Authorizer}, NONE]}]}").expect("YAML");
+    assert_eq!(condition, &unauthenticated, "Authenticated is every choice but NONE");
+
+    let secured: Value =
+        serde_yaml_ng::from_str("{Fn::If: [Authenticated, [{tally: []}], {Ref: AWS::NoValue}]}").expect("YAML");
+    let paths = at(
+        &template().resources["HttpApi"],
+        &["Properties", "DefinitionBody", "paths"],
+    )
+    .and_then(Value::as_mapping)
+    .expect("the HTTP API's routes");
+    let mut open = Vec::new();
+    for (route, operations) in paths {
+        for (method, operation) in operations.as_mapping().into_iter().flatten() {
+            if operation.get("security") != Some(&secured) {
+                open.push(format!(
+                    "{} {}",
+                    method.as_str().unwrap_or("?"),
+                    route.as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    assert!(paths.len() >= 10, "the body lists the API's routes");
+    assert!(open.is_empty(), "routes without the `tally` security scheme: {open:?}");
+}

@@ -1,6 +1,7 @@
 //! command-api λ: validates a command, decides its events and appends them to
 //! the DynamoDB `events` table with conditional writes. It publishes and
-//! projects nothing itself: DynamoDB Streams are the outbox.
+//! projects nothing itself: DynamoDB Streams are the outbox. Each event's
+//! `actor` is the caller the HTTP API's authorizer established.
 //!
 //! Configuration, read once at cold start: the standard AWS chain (region,
 //! credentials, `AWS_ENDPOINT_URL`) and the table names in
@@ -21,5 +22,7 @@ async fn main() -> Result<(), Error> {
     // A lost race hands back the winner's item: the command loop's retry
     // decides on it without a re-read (tally_core::run_command).
     let store = DynamoStore::new(client_from_env().await, store_config);
-    run(tally_api::command_router(CommandState::new(Arc::new(store), config))).await
+    let router = tally_api::command_router(CommandState::new(Arc::new(store), config));
+    // Events name the caller API Gateway's authorizer established.
+    run(tally_api::actor::from_api_gateway(router)).await
 }

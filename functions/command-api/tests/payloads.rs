@@ -28,7 +28,11 @@ async fn every_payload_file_gets_its_answer() {
     let client = tally_emulator::dynamodb(None).await;
     let tables = tally_emulator::create_tables(&client, Some(1)).await;
     let store = DynamoStore::new(client, tables);
-    let router = tally_api::command_router(CommandState::new(Arc::new(store), ApiConfig::default()));
+    // As main.rs wires it.
+    let router = tally_api::actor::from_api_gateway(tally_api::command_router(CommandState::new(
+        Arc::new(store),
+        ApiConfig::default(),
+    )));
 
     let payloads = tally_emulator::payloads::payload_files("command-api");
     assert!(payloads.len() >= 8, "events/command-api holds the route payloads");

@@ -213,7 +213,8 @@ fn command_context(headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8])
         correlation_id: Some(header_id(headers, "x-correlation-id")?.unwrap_or_else(|| command_id.clone())),
         causation_id: Some(command_id.clone()),
         traceparent,
-        actor: None,
+        // The authorizer's caller (never a header): see `crate::actor`.
+        actor: crate::actor::Actor::current().map(|actor| actor.as_str().to_owned()),
         command_id: Some(command_id),
         source: None,
     };

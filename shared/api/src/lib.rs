@@ -7,9 +7,15 @@
 //! [`service::CommandService`] or the [`tally_domain::views::ReadModels`]
 //! port, and map failures to one status each in [`error`]. No handler knows
 //! which store it runs on.
+//!
+//! Who sent a command comes from the authorizer, never from the request's
+//! own headers ([`actor`]); the loopback server adds the guard a browser
+//! on the same machine needs ([`loopback`]).
 
+pub mod actor;
 pub mod error;
 mod http;
+pub mod loopback;
 pub mod service;
 
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use axum::Router;
 use tally_core::EventStore;
 use tally_domain::views::ReadModels;
 
+pub use actor::Actor;
 pub use error::ApiError;
 pub use service::{Accepted, CommandContext, CommandService, ServiceConfig};
 
@@ -118,13 +125,14 @@ pub fn router(state: AppState) -> Router {
     let routes = http::command_routes()
         .with_state(state.commands)
         .merge(http::query_routes().with_state(state.queries));
-    http::finish(routes, limit)
+    actor::scoped(http::finish(routes, limit))
 }
 
-/// The command routes only (the command Lambda).
+/// The command routes only (the command Lambda: wrap it in
+/// [`actor::from_api_gateway`] so events name the authenticated caller).
 pub fn command_router(state: CommandState) -> Router {
     let limit = state.config.body_limit;
-    http::finish(http::command_routes().with_state(state), limit)
+    actor::scoped(http::finish(http::command_routes().with_state(state), limit))
 }
 
 /// The query routes only (the query Lambda).
