@@ -15,6 +15,9 @@ use crate::{SqliteStore, sql_error};
 /// The envelope's columns, then the inline snapshot's.
 pub(crate) const EVENT_COLUMNS: &str = "stream_id, version, event_id, event_type, schema, data, metadata, ts, hash, snapshot_digest, snapshot, snapshot_schema";
 
+/// How many columns [`EVENT_COLUMNS`] names: a query that selects more puts them after.
+pub(crate) const EVENT_COLUMN_COUNT: usize = 12;
+
 /// The envelope stored in the ten columns from `first` on (`stream_id,
 /// version, event_id, event_type, schema, data, metadata, ts, hash,
 /// snapshot_digest`).
@@ -293,5 +296,13 @@ impl EventStore for SqliteStore {
                 .transpose()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_column_count_matches_the_column_list() {
+        assert_eq!(super::EVENT_COLUMNS.split(',').count(), super::EVENT_COLUMN_COUNT);
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, params};
 use tally_core::projection::{BatchProjectionSink, deliver_batch};
 use tally_core::{Delivery, EventEnvelope, ProjectionSink, StoreError, deliver};
 
-use crate::events::event_from_row;
+use crate::events::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, event_from_row};
 use crate::{SqliteStore, sql_error};
 
 /// Events read per round.
@@ -96,16 +96,15 @@ impl Tailer {
         self.store
             .read(move |conn| {
                 let mut statement = conn
-                    .prepare_cached(
-                        "SELECT stream_id, version, event_id, event_type, schema, data, metadata, ts, hash,
-                                snapshot, snapshot_schema, seq
-                         FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS}, seq FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                    ))
                     .map_err(sql_error)?;
                 let mut rows = statement.query(params![seq, TAIL_BATCH]).map_err(sql_error)?;
                 let mut events = Vec::new();
                 while let Some(row) = rows.next().map_err(sql_error)? {
-                    let seq: i64 = row.get(11).map_err(sql_error)?;
+                    // seq follows the event's columns.
+                    let seq: i64 = row.get(EVENT_COLUMN_COUNT).map_err(sql_error)?;
                     events.push((seq, event_from_row(row)?.0));
                 }
                 Ok(events)
