@@ -13,15 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tally_core::{At, CommandError, Decider, EventStore, Metadata, StoreError, StreamId, aggregate_at, load_aggregate};
 use tally_domain::ids::validate_text;
 use tally_domain::inventory::REASON_MAX_LEN;
 use tally_domain::order::CANCEL_REASON_MAX_LEN;
-use tally_domain::views::{self, InventoryLevel, OrderSummary};
+use tally_domain::views::{self, InventoryLevel, OrderSummary, SalesDay};
 use tally_domain::{
     Currency, CustomerId, Inventory, Order, OrderAction, OrderId, OrderLine, ProductName, Quantity, Sku,
 };
@@ -41,6 +41,11 @@ const EVENTS_PAGE_MAX: u64 = 1_000;
 const SALES_MAX_DAYS: i64 = 366;
 /// Longest accepted `Idempotency-Key` / `x-correlation-id`.
 const HEADER_ID_MAX_LEN: usize = 128;
+/// Largest stream version a request may name (`from`, `to`, `min_version`,
+/// `at`, `If-Match`): SQLite stores versions as i64, so a larger one can
+/// match no stream on either store, and binding it would fail the query (a
+/// 500 for a client mistake). openapi.json states the same maximum.
+const VERSION_MAX: u64 = i64::MAX.unsigned_abs();
 
 pub(crate) fn command_routes() -> Router<CommandState> {
     Router::new()
@@ -139,12 +144,15 @@ fn query_map(
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
 }
 
-fn query_u64(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+/// A numeric query parameter in `0..=max`; anything else is `invalid_query`.
+fn query_u64(query: &HashMap<String, String>, name: &str, max: u64) -> Result<Option<u64>, ApiError> {
     query
         .get(name)
         .map(|raw| {
             raw.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("invalid_query", format!("{name} must be a non-negative integer")))
+                .ok()
+                .filter(|value| *value <= max)
+                .ok_or_else(|| ApiError::bad_request("invalid_query", format!("{name} must be an integer 0-{max}")))
         })
         .transpose()
 }
@@ -190,7 +198,14 @@ fn command_context(headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8])
                 .trim_start_matches("W/")
                 .trim_matches('"')
                 .parse::<u64>()
-                .map_err(|_| ApiError::bad_request("invalid_header", "If-Match must be a stream version, e.g. \"3\""))
+                .ok()
+                .filter(|version| *version <= VERSION_MAX)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_header",
+                        format!("If-Match must be a stream version 0-{VERSION_MAX}, e.g. \"3\""),
+                    )
+                })
         })
         .transpose()?;
     let idempotency = header_id(headers, "idempotency-key")?.map(|key| {
@@ -249,14 +264,42 @@ where
     {
         return Ok(response);
     }
-    match command(ctx).await {
-        Ok(accepted) => Ok(accepted_response(accepted, false)),
-        // A concurrent request with the same key won the race: answer its response.
-        Err(CommandError::Store(StoreError::DuplicateIdempotencyKey { .. })) if intent.is_some() => {
-            let intent = intent.as_ref().ok_or(ApiError::IdempotencyKeyReused)?;
-            replay(state, intent).await?.ok_or(ApiError::IdempotencyKeyReused)
+    let error = match command(ctx).await {
+        Ok(accepted) => return Ok(accepted_response(accepted, false)),
+        Err(error) => error,
+    };
+    let Some(intent) = &intent else {
+        return Err(error.into());
+    };
+    if !may_have_lost_a_keyed_race(&error) {
+        return Err(error.into());
+    }
+    // A concurrent request with the same key may have committed between our
+    // lookup and our decision: its events made ours a rejection or a
+    // conflict (a second `POST /orders` sees the order already placed), and
+    // its idempotency record committed with them. A retry must not see an
+    // error the first attempt did not: answer the record, as a sequential
+    // retry would.
+    match replay(state, intent).await? {
+        Some(response) => Ok(response),
+        None if matches!(error, CommandError::Store(StoreError::DuplicateIdempotencyKey { .. })) => {
+            // The key is taken but its record is gone (expired meanwhile).
+            Err(ApiError::IdempotencyKeyReused)
         }
-        Err(error) => Err(error.into()),
+        None => Err(error.into()),
+    }
+}
+
+/// Whether a keyed command's failure may come from a concurrent request with
+/// the same key: a domain rejection, a version conflict or the key itself
+/// taken. Store failures are not: nothing committed that could be replayed.
+fn may_have_lost_a_keyed_race(error: &ServiceError) -> bool {
+    match error {
+        CommandError::Rejected(_) | CommandError::VersionMismatch { .. } | CommandError::Contended { .. } => true,
+        CommandError::Store(store) => matches!(
+            store,
+            StoreError::DuplicateIdempotencyKey { .. } | StoreError::WrongExpectedVersion { .. }
+        ),
     }
 }
 
@@ -520,7 +563,7 @@ async fn get_inventory(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let sku = parse_id(&path_value(sku)?, "sku", Sku::parse)?;
-    let min_version = query_u64(&query_map(query)?, "min_version")?;
+    let min_version = query_u64(&query_map(query)?, "min_version", VERSION_MAX)?;
     let row = read_at_least(
         &state,
         min_version,
@@ -568,7 +611,7 @@ async fn get_order(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let order_id = parse_id(&path_value(id)?, "order id", OrderId::parse)?;
-    let min_version = query_u64(&query_map(query)?, "min_version")?;
+    let min_version = query_u64(&query_map(query)?, "min_version", VERSION_MAX)?;
     let row = read_at_least(
         &state,
         min_version,
@@ -592,7 +635,7 @@ async fn customer_orders(
 ) -> Result<Response, ApiError> {
     let customer = parse_id(&path_value(id)?, "customer id", CustomerId::parse)?;
     let query = query_map(query)?;
-    let limit = query_u64(&query, "limit")?.unwrap_or(20);
+    let limit = query_u64(&query, "limit", u64::from(PAGE_MAX))?.unwrap_or(20);
     if !(1..=u64::from(PAGE_MAX)).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -630,7 +673,15 @@ async fn sales_report(
         ));
     }
     let days = state.reads.sales_by_day(from, to).await?;
-    Ok(Json(json!({ "days": days })).into_response())
+    Ok(Json(SalesReport { days }).into_response())
+}
+
+/// `GET /reports/sales`'s body, serialised straight from the rows: a
+/// `serde_json::Value` cannot hold a revenue beyond u64, the writer prints
+/// any i128 exactly.
+#[derive(Serialize)]
+struct SalesReport {
+    days: Vec<SalesDay>,
 }
 
 fn parse_stream(raw: Result<Path<String>, PathRejection>) -> Result<StreamId, ApiError> {
@@ -644,12 +695,13 @@ async fn stream_events(
 ) -> Result<Response, ApiError> {
     let stream = parse_stream(stream)?;
     let query = query_map(query)?;
-    let from = query_u64(&query, "from")?.unwrap_or(1).max(1);
-    let to = query_u64(&query, "to")?;
+    let from = query_u64(&query, "from", VERSION_MAX)?.unwrap_or(1).max(1);
+    let to = query_u64(&query, "to", VERSION_MAX)?;
     if to.is_some_and(|to| to < from) {
         return Err(ApiError::bad_request("invalid_query", "to must not be below from"));
     }
-    let page_end = from.saturating_add(EVENTS_PAGE_MAX - 1);
+    // Capped too: a page near the top must not ask the store for versions it cannot hold.
+    let page_end = from.saturating_add(EVENTS_PAGE_MAX - 1).min(VERSION_MAX);
     let to = to.map_or(page_end, |to| to.min(page_end));
     let events = state.store.read_range(&stream, from, Some(to)).await?;
     if events.is_empty() && from == 1 {
@@ -665,6 +717,12 @@ async fn stream_events(
 fn parse_at(query: &HashMap<String, String>) -> Result<Option<At>, ApiError> {
     let Some(raw) = query.get("at") else { return Ok(None) };
     if let Ok(version) = raw.parse::<u64>() {
+        if version > VERSION_MAX {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("at must be a version 0-{VERSION_MAX} or an RFC 3339 time"),
+            ));
+        }
         return Ok(Some(At::Version(version)));
     }
     DateTime::parse_from_rfc3339(raw)

@@ -171,8 +171,10 @@ pub struct SalesDay {
     pub orders: i64,
     /// Units.
     pub units: i64,
-    /// Revenue in cents.
-    pub revenue_cents: i64,
+    /// Revenue in cents. i128: one order may total 32 lines × 10⁶ units ×
+    /// 10⁹ cents (3.2·10¹⁶), so about 289 of them in a day would overflow an
+    /// i64. JSON carries it as an exact integer, whatever its size.
+    pub revenue_cents: i128,
 }
 
 /// What one order event adds to one day's sales.
@@ -184,8 +186,8 @@ pub struct SalesDelta {
     pub orders: i64,
     /// Units added or removed.
     pub units: i64,
-    /// Cents added or removed.
-    pub revenue_cents: i64,
+    /// Cents added or removed (i128, as the day's sum it is added to).
+    pub revenue_cents: i128,
 }
 
 /// The UTC day of a timestamp in ms (epoch day for out-of-range values).
@@ -213,7 +215,7 @@ pub fn sales_delta(event: &OrderEvent, timestamp_ms: i64) -> Option<SalesDelta> 
         day: utc_day(timestamp_ms),
         orders: sign,
         units: sign * i64::try_from(units).unwrap_or(i64::MAX),
-        revenue_cents: sign * i64::try_from(revenue).unwrap_or(i64::MAX),
+        revenue_cents: i128::from(sign) * i128::from(revenue),
     })
 }
 

@@ -851,16 +851,18 @@ impl StoredModel for LiveModel {
                 let Some(AttributeValue::S(day)) = item.get(READ_PK).cloned() else {
                     continue;
                 };
-                let field = |name: &str| -> i64 {
+                let field = |name: &str| -> i128 {
                     item.get(name)
                         .and_then(|v| v.as_n().ok())
                         .and_then(|n| n.parse().ok())
                         .unwrap_or_default()
                 };
+                let narrow = |name: &str| i64::try_from(field(name)).unwrap_or_default();
                 let row = SalesDay {
                     day: day.clone(),
-                    orders: field("orders"),
-                    units: field("units"),
+                    orders: narrow("orders"),
+                    units: narrow("units"),
+                    // A day's revenue may exceed an i64: read it whole.
                     revenue_cents: field("revenue_cents"),
                 };
                 rows.insert(day, row_json(&row)?);

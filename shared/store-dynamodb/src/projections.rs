@@ -26,7 +26,9 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
 use futures_util::future::try_join_all;
 use tally_core::projection::{BatchApplied, BatchProjectionSink, Gap, apply_one_by_one};
-use tally_core::{ApplyOutcome, Decider, EventEnvelope, ProjectionError, ProjectionSink, StreamId, decode_event};
+use tally_core::{
+    ApplyOutcome, Decider, EventEnvelope, ProjectionError, ProjectionSink, RetryPolicy, StreamId, decode_event,
+};
 use tally_domain::views::{self, OrderSummary};
 use tally_domain::{Order, OrderEvent};
 
@@ -459,7 +461,7 @@ impl DynamoProjectionSink {
         checkpoints: &str,
         group: &[&(String, StreamFold<'_, DaySums>)],
     ) -> Result<ApplyOutcome, ProjectionError> {
-        let mut days: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+        let mut days: BTreeMap<&str, (i64, i64, i128)> = BTreeMap::new();
         let mut items = Vec::with_capacity(group.len() * 2);
         for (key, fold) in group {
             for (day, delta) in &fold.state {
@@ -501,26 +503,45 @@ impl DynamoProjectionSink {
                 .map_err(backend)?;
             items.push(TransactWriteItem::builder().update(add).build());
         }
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(ApplyOutcome::Applied),
-            Err(SdkError::ServiceError(e)) => match e.err() {
-                TransactWriteItemsError::TransactionCanceledException(cancelled)
-                    if cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
-                {
-                    Ok(ApplyOutcome::CheckpointMoved)
-                }
-                _ => Err(backend(SdkError::ServiceError(e))),
-            },
-            Err(e) => Err(backend(e)),
+        self.transact_checkpointed(items).await
+    }
+
+    /// Writes checkpoint moves and day additions in one TransactWriteItems.
+    /// A failed checkpoint condition is a concurrent delivery
+    /// (`CheckpointMoved`). A `TransactionConflict` is another transaction
+    /// on one of the items at that moment (a hot day's row under load): the
+    /// same conflict the command path retries, so it is retried here too,
+    /// a bounded number of times with the core's jittered backoff, instead
+    /// of failing the message towards the DLQ.
+    async fn transact_checkpointed(&self, items: Vec<TransactWriteItem>) -> Result<ApplyOutcome, ProjectionError> {
+        let policy = RetryPolicy::default();
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(ApplyOutcome::Applied),
+                Err(SdkError::ServiceError(e)) => e,
+                Err(e) => return Err(backend(e)),
+            };
+            let reasons = match error.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled.cancellation_reasons(),
+                _ => &[],
+            };
+            if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) {
+                return Ok(ApplyOutcome::CheckpointMoved);
+            }
+            let conflict = reasons.iter().any(|r| r.code() == Some("TransactionConflict"));
+            if !conflict || attempt >= policy.max_attempts {
+                return Err(backend(SdkError::ServiceError(error)));
+            }
+            tracing::debug!(attempt, "sales_by_day transaction conflict; writing again");
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            attempt += 1;
         }
     }
 
@@ -585,29 +606,12 @@ impl DynamoProjectionSink {
             .expression_attribute_values(":revenue", number(delta.revenue_cents))
             .build()
             .map_err(backend)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(checkpoint).build())
-            .transact_items(TransactWriteItem::builder().update(add).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(ApplyOutcome::Applied),
-            Err(SdkError::ServiceError(e)) => match e.err() {
-                TransactWriteItemsError::TransactionCanceledException(cancelled)
-                    if cancelled
-                        .cancellation_reasons()
-                        .first()
-                        .and_then(|r| r.code())
-                        .is_some_and(|code| code == "ConditionalCheckFailed") =>
-                {
-                    Ok(ApplyOutcome::CheckpointMoved)
-                }
-                _ => Err(backend(SdkError::ServiceError(e))),
-            },
-            Err(e) => Err(backend(e)),
-        }
+        // Only the checkpoint carries a condition, so a failed one is it.
+        self.transact_checkpointed(vec![
+            TransactWriteItem::builder().update(checkpoint).build(),
+            TransactWriteItem::builder().update(add).build(),
+        ])
+        .await
     }
 }
 
@@ -726,8 +730,9 @@ fn by_stream<'a>(
     streams
 }
 
-/// A day's sums: (orders, units, cents).
-type DaySums = BTreeMap<String, (i64, i64, i64)>;
+/// A day's sums: (orders, units, cents). Cents in i128: a day of large
+/// orders overflows an i64 (a DynamoDB number holds 38 digits).
+type DaySums = BTreeMap<String, (i64, i64, i128)>;
 
 #[async_trait]
 impl ProjectionSink for DynamoProjectionSink {

@@ -82,12 +82,14 @@ impl DynamoReadModels {
     }
 }
 
-fn number(item: &Item, name: &str) -> Result<i64, ReadError> {
+/// A numeric attribute (absent: zero). Generic so a day's revenue, beyond
+/// an i64, parses exactly into an i128.
+fn number<T: std::str::FromStr + Default>(item: &Item, name: &str) -> Result<T, ReadError> {
     match item.get(name) {
         Some(AttributeValue::N(n)) => n
             .parse()
             .map_err(|_| ReadError::Backend(format!("{name} = {n:?} is not an integer").into())),
-        None => Ok(0),
+        None => Ok(T::default()),
         Some(other) => Err(ReadError::Backend(format!("{name} is not a number: {other:?}").into())),
     }
 }

@@ -31,7 +31,7 @@ use tally_domain::views::{
 };
 use tally_domain::{CustomerId, Order, OrderEvent, OrderId, Sku};
 
-use crate::schema::{LIVE, Model};
+use crate::schema::{LIVE, Model, REVENUE_E15};
 use crate::{SqliteStore, sql_error};
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -136,7 +136,7 @@ pub(crate) fn apply_in(
     let (table, checkpoints) = (model.table(generation), model.checkpoints(generation));
     events.sort_by(|a, b| a.stream.cmp(&b.stream).then(a.version.cmp(&b.version)));
     let mut outcome = BatchApplied::default();
-    let mut days: BTreeMap<NaiveDate, (i64, i64, i64)> = BTreeMap::new();
+    let mut days: BTreeMap<NaiveDate, (i64, i64, i128)> = BTreeMap::new();
     // Prepared once per batch: a replay applies hundreds of thousands of runs.
     let mut read_checkpoint = conn
         .prepare_cached(&format!("SELECT version FROM {checkpoints} WHERE stream_id = ?1"))
@@ -204,23 +204,39 @@ pub(crate) fn apply_in(
             .execute(params![stream.as_str(), checkpoint])
             .map_err(sql_error)?;
     }
-    for (day, (orders, units, revenue_cents)) in days {
+    for (day, (orders, units, revenue)) in days {
+        let (e15, cents) = split_revenue(revenue)?;
+        // Both parts are added; the carry keeps |revenue_cents| below 10¹⁵,
+        // so the next addition cannot overflow either (SQL's / and %
+        // truncate alike, so e15 × 10¹⁵ + cents stays the exact sum).
         conn.prepare_cached(&format!(
-            "INSERT INTO {table} (day, orders, units, revenue_cents) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO {table} (day, orders, units, revenue_cents, revenue_e15) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (day) DO UPDATE SET orders = orders + excluded.orders,
-                 units = units + excluded.units, revenue_cents = revenue_cents + excluded.revenue_cents"
+                 units = units + excluded.units,
+                 revenue_e15 = revenue_e15 + excluded.revenue_e15
+                     + (revenue_cents + excluded.revenue_cents) / {REVENUE_E15},
+                 revenue_cents = (revenue_cents + excluded.revenue_cents) % {REVENUE_E15}"
         ))
-        .and_then(|mut s| {
-            s.execute(params![
-                day.format("%Y-%m-%d").to_string(),
-                orders,
-                units,
-                revenue_cents
-            ])
-        })
+        .and_then(|mut s| s.execute(params![day.format("%Y-%m-%d").to_string(), orders, units, cents, e15]))
         .map_err(sql_error)?;
     }
     Ok(outcome)
+}
+
+/// A revenue as its two stored integers `(revenue_e15, revenue_cents)`,
+/// `revenue_cents` below 10¹⁵ in magnitude.
+fn split_revenue(revenue: i128) -> Result<(i64, i64), StoreError> {
+    let unit = i128::from(REVENUE_E15);
+    let e15 = i64::try_from(revenue / unit)
+        .map_err(|_| StoreError::Backend(format!("revenue {revenue} is beyond 9.2·10³³ cents").into()))?;
+    // |revenue % unit| < 10¹⁵: always an i64.
+    let cents = i64::try_from(revenue % unit).map_err(backend)?;
+    Ok((e15, cents))
+}
+
+/// The revenue the two stored integers hold.
+fn join_revenue(e15: i64, cents: i64) -> i128 {
+    i128::from(e15) * i128::from(REVENUE_E15) + i128::from(cents)
 }
 
 /// Which generation a sink writes into.
@@ -347,7 +363,9 @@ pub(crate) fn snapshot_in(conn: &Connection, model: Model, generation: u64) -> R
         }
         Model::SalesByDay => {
             let mut statement = conn
-                .prepare(&format!("SELECT day, orders, units, revenue_cents FROM {table}"))
+                .prepare(&format!(
+                    "SELECT day, orders, units, revenue_cents, revenue_e15 FROM {table}"
+                ))
                 .map_err(sql_error)?;
             let mut rows = statement.query([]).map_err(sql_error)?;
             while let Some(row) = rows.next().map_err(sql_error)? {
@@ -355,7 +373,7 @@ pub(crate) fn snapshot_in(conn: &Connection, model: Model, generation: u64) -> R
                     day: row.get(0).map_err(sql_error)?,
                     orders: row.get(1).map_err(sql_error)?,
                     units: row.get(2).map_err(sql_error)?,
-                    revenue_cents: row.get(3).map_err(sql_error)?,
+                    revenue_cents: join_revenue(row.get(4).map_err(sql_error)?, row.get(3).map_err(sql_error)?),
                 };
                 snapshot
                     .rows
@@ -534,7 +552,8 @@ impl ReadModels for SqliteStore {
         let (from, to) = (from.format("%Y-%m-%d").to_string(), to.format("%Y-%m-%d").to_string());
         self.read_live(Model::SalesByDay, move |conn, table| {
             conn.prepare_cached(&format!(
-                "SELECT day, orders, units, revenue_cents FROM {table} WHERE day BETWEEN ?1 AND ?2 ORDER BY day"
+                "SELECT day, orders, units, revenue_cents, revenue_e15 FROM {table}
+                 WHERE day BETWEEN ?1 AND ?2 ORDER BY day"
             ))
             .and_then(|mut s| {
                 s.query_map([from, to], |r| {
@@ -542,7 +561,7 @@ impl ReadModels for SqliteStore {
                         day: r.get(0)?,
                         orders: r.get(1)?,
                         units: r.get(2)?,
-                        revenue_cents: r.get(3)?,
+                        revenue_cents: join_revenue(r.get(4)?, r.get(3)?),
                     })
                 })
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)

@@ -132,12 +132,17 @@ impl Model {
                  CREATE INDEX IF NOT EXISTS {table}_by_customer
                      ON {table} (customer_id, placed_at_ms DESC, order_id DESC);"
             ),
+            // Revenue is revenue_e15 × 10¹⁵ + revenue_cents: an INTEGER is
+            // an i64, which about 289 maximum-size orders in a day overflow
+            // (SQLite then turns the sum into an inexact REAL). Two
+            // integers keep the sum exact and still added in SQL.
             Self::SalesByDay => format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
                      day           TEXT    PRIMARY KEY,
                      orders        INTEGER NOT NULL,
                      units         INTEGER NOT NULL,
-                     revenue_cents INTEGER NOT NULL
+                     revenue_cents INTEGER NOT NULL,
+                     revenue_e15   INTEGER NOT NULL DEFAULT 0
                  );"
             ),
         };
@@ -232,13 +237,52 @@ fn add_snapshot_digest(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Gives every `sales_by_day` generation from before the wide revenue its
+/// `revenue_e15` column, and carries whole 10¹⁵ cents of `revenue_cents`
+/// into it (rows copied from older layouts hold the whole sum there), so
+/// that adding to `revenue_cents` cannot overflow. Both steps are no-ops
+/// once done.
+fn widen_sales_revenue(conn: &Connection) -> rusqlite::Result<()> {
+    let generations: Vec<u64> = conn
+        .prepare("SELECT generation FROM projection_generations WHERE projection = ?1")?
+        .query_map([Model::SalesByDay.name()], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for generation in generations {
+        let table = Model::SalesByDay.table(generation);
+        if !table_exists(conn, &table)? {
+            continue;
+        }
+        let widened: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'revenue_e15'",
+            [&table],
+            |r| r.get(0),
+        )?;
+        if !widened {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN revenue_e15 INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+        conn.execute_batch(&format!(
+            "UPDATE {table} SET revenue_e15 = revenue_e15 + revenue_cents / {REVENUE_E15},
+                 revenue_cents = revenue_cents % {REVENUE_E15}
+             WHERE abs(revenue_cents) >= {REVENUE_E15}"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The unit of `sales_by_day.revenue_e15`, in cents.
+pub(crate) const REVENUE_E15: i64 = 1_000_000_000_000_000;
+
 /// Creates the tables and indexes if they do not exist, and migrates older
 /// layouts. Several processes may open one file at once: the model
 /// migration runs under the write lock, so it happens once.
 pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(BASE)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let migrated = add_snapshot_digest(conn).and_then(|()| migrate_models(conn, chrono::Utc::now().timestamp_millis()));
+    let migrated = add_snapshot_digest(conn)
+        .and_then(|()| migrate_models(conn, chrono::Utc::now().timestamp_millis()))
+        .and_then(|()| widen_sales_revenue(conn));
     match migrated {
         Ok(()) => conn.execute_batch("COMMIT"),
         Err(e) => {
