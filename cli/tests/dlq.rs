@@ -193,7 +193,7 @@ async fn dlq_list_shows_at_most_max_messages_and_says_more_exist() {
     let sdk = tally_emulator::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dlq = deployment.output("OrderSummaryDlqUrl");
-    fill(&sqs, &dlq, 25).await;
+    fill(&sqs, dlq, 25).await;
 
     let json = tally(&deployment, &["dlq", "list", "order_summary", "--json", "--max", "7"]);
     let stderr = String::from_utf8_lossy(&json.stderr);
@@ -223,7 +223,7 @@ async fn dlq_list_shows_at_most_max_messages_and_says_more_exist() {
     let all = tally(&deployment, &["dlq", "list", "order_summary", "--json"]);
     let letters: Value = serde_json::from_slice(&all.stdout).expect("--json prints JSON");
     assert_eq!(letters.as_array().map(Vec::len), Some(25), "listing consumed nothing");
-    assert_eq!(visible(&sqs, &dlq).await, 25);
+    assert_eq!(visible(&sqs, dlq).await, 25);
 }
 
 /// Given a dead message delayed by 2 s (invisible to a short poll), when
@@ -249,7 +249,7 @@ async fn dlq_redrive_long_polls_for_messages_a_short_poll_misses() {
         String::from_utf8_lossy(&redriven.stderr)
     );
     assert!(stdout.contains("moved 1 message"), "{stdout}");
-    assert_eq!(visible(&sqs, &deployment.output("OrderSummaryQueueUrl")).await, 1);
+    assert_eq!(visible(&sqs, deployment.output("OrderSummaryQueueUrl")).await, 1);
 }
 
 /// Given a redrive under way, when its DLQ is purged between a receive and
