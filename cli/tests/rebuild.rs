@@ -99,6 +99,33 @@ fn until_leased(db: &Path, projection: &str, child: &mut Child, also: impl Fn() 
     }
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill {signal}");
+}
+
+/// Pauses `child` (SIGSTOP) at a moment it holds no write transaction on
+/// `db`, so other runs can write while it is paused: a rebuild is faster
+/// than the checks that must run while it holds its lease.
+fn pause_outside_a_write(db: &Path, child: &Child) {
+    let probe = Connection::open(db).expect("open");
+    probe.busy_timeout(Duration::ZERO).expect("busy timeout");
+    for _ in 0..500 {
+        signal(child, "-STOP");
+        std::thread::sleep(Duration::from_millis(20));
+        if probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
+            return;
+        }
+        signal(child, "-CONT");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    panic!("the rebuild always held the write lock");
+}
+
 /// Asserts `tally <args>` was refused because `holder` holds the lease: exit
 /// status 2 and one line naming the holder and until when.
 fn assert_refused(db: &Path, args: &[&str], holder: &str) {
@@ -124,6 +151,8 @@ fn a_second_rebuild_of_a_projection_is_refused_while_the_first_runs() {
     let mut first = spawn(&db, &["rebuild", "order_summary", "--chunk", "500"]);
     until_leased(&db, "order_summary", &mut first, || true);
     let holder = format!("pid {}", first.id());
+    // Paused (its lease lasts 30 s), so it is surely still running below.
+    pause_outside_a_write(&db, &first);
 
     assert_refused(&db, &["rebuild", "order_summary"], &holder);
     assert_refused(&db, &["rebuild", "order_summary", "--truncate"], &holder);
@@ -133,6 +162,7 @@ fn a_second_rebuild_of_a_projection_is_refused_while_the_first_runs() {
         first.try_wait().expect("poll").is_none(),
         "the first still ran meanwhile"
     );
+    signal(&first, "-CONT");
 
     let output = first.wait_with_output().expect("first rebuild");
     let (stdout, stderr) = texts(&output);
