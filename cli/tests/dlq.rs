@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -153,34 +152,52 @@ async fn dlq_of_an_unknown_projection_is_refused_clearly() {
     }
 }
 
-/// Sends `count` dead messages to `queue`; returns their message ids.
+/// Sends `count` dead messages to `queue`, ten per request; returns their
+/// message ids.
 async fn fill(sqs: &aws_sdk_sqs::Client, queue: &str, count: u64) -> Vec<String> {
     let mut ids = Vec::new();
-    for version in 1..=count {
+    let versions: Vec<u64> = (1..=count).collect();
+    for batch in versions.chunks(10) {
+        let entries = batch
+            .iter()
+            .map(|version| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(version.to_string())
+                    .message_body(bus_message(&format!("order-many-{version}"), *version))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
         let sent = sqs
-            .send_message()
+            .send_message_batch()
             .queue_url(queue)
-            .message_body(bus_message(&format!("order-many-{version}"), version))
+            .set_entries(Some(entries))
             .send()
             .await
-            .expect("dead-letter a message");
-        ids.push(sent.message_id.expect("message id"));
+            .expect("dead-letter messages");
+        assert!(sent.failed.is_empty(), "{:?}", sent.failed);
+        ids.extend(sent.successful.into_iter().map(|ok| ok.message_id));
     }
     ids
 }
 
-/// `ApproximateNumberOfMessages` of `queue` (exact in the emulator).
-async fn visible(sqs: &aws_sdk_sqs::Client, queue: &str) -> u64 {
+/// A count attribute of `queue` (exact in the emulator).
+async fn count(sqs: &aws_sdk_sqs::Client, queue: &str, name: QueueAttributeName) -> u64 {
     sqs.get_queue_attributes()
         .queue_url(queue)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(name.clone())
         .send()
         .await
         .expect("queue attributes")
         .attributes
-        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).cloned())
+        .and_then(|a| a.get(&name).cloned())
         .and_then(|n| n.parse().ok())
         .expect("a count")
+}
+
+/// `ApproximateNumberOfMessages` of `queue`.
+async fn visible(sqs: &aws_sdk_sqs::Client, queue: &str) -> u64 {
+    count(sqs, queue, QueueAttributeName::ApproximateNumberOfMessages).await
 }
 
 /// Given a DLQ holding 25 messages, when it is listed with --max 7, then
@@ -283,7 +300,7 @@ async fn dlq_redrive_reports_failed_deletes_and_exits_non_zero() {
         };
         let dlq = create(format!("redrive-purged-dlq-{attempt}")).await;
         let source = create(format!("redrive-purged-src-{attempt}")).await;
-        let ids: HashSet<String> = fill(&sqs, &dlq, 60).await.into_iter().collect();
+        let ids: HashSet<String> = fill(&sqs, &dlq, 300).await.into_iter().collect();
 
         let child = Command::new(env!("CARGO_BIN_EXE_tally"))
             .args([
@@ -297,9 +314,14 @@ async fn dlq_redrive_reports_failed_deletes_and_exits_non_zero() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the redrive");
-        while visible(&sqs, &source).await == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // The emulator answers one request at a time, and the redrive's
+        // next request gets in before the test's next one (seen: a purge
+        // sent once the source queue is not empty lands between a delete
+        // and the next receive). So: wait for the first batch sent back,
+        // then for the next receive (messages in flight in the DLQ); the
+        // purge then lands after that batch's send, before its delete.
+        while visible(&sqs, &source).await == 0 {}
+        while count(&sqs, &dlq, QueueAttributeName::ApproximateNumberOfMessagesNotVisible).await == 0 {}
         sqs.purge_queue().queue_url(&dlq).send().await.expect("purge the DLQ");
         let output = child.wait_with_output().expect("redrive output");
         let (stdout, stderr) = (
