@@ -3,16 +3,22 @@
 //! progress bar; resumable after a kill.
 //!
 //! The work is the core's [`rebuild`] driver over the store's `History` and
-//! `ModelGenerations` ports; this module only picks the store, reports
-//! progress and prints the outcome. It never touches a model itself.
+//! `ModelGenerations` ports; this module only picks the store, holds the
+//! projection's rebuild lease while it runs, reports progress and prints the
+//! outcome. It never touches a model itself, and never rebuilds without
+//! the lease.
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tally_core::projection::{RebuildMode, RebuildOptions, RebuildReport, rebuild};
+use chrono::{DateTime, Utc};
+use tally_core::projection::{
+    LeaseHolder, LeaseOutcome, RebuildLeases, RebuildMode, RebuildOptions, RebuildReport, rebuild,
+};
 use tally_domain::views::PROJECTIONS;
-use tally_store_dynamodb::generations::DEFAULT_SETTLE;
+use tally_store_dynamodb::generations::{DEFAULT_SETTLE, DynamoLeases};
 use tally_store_dynamodb::history::DEFAULT_SEGMENTS;
 use tally_store_dynamodb::{DynamoGenerations, DynamoHistory, SlotTables};
 use tally_store_sqlite::SqliteGenerations;
@@ -33,6 +39,13 @@ use crate::store::{Backend, StoreArgs};
 ///
 /// Killed at any point, run the same command again: it resumes from the last
 /// chunk it recorded and ends with the same model.
+///
+/// One rebuild of a projection at a time: a run holds the projection's lease
+/// (a row in the database, or an item in the checkpoints table on AWS),
+/// renews it while it runs and releases it at the end. A second run is
+/// refused (exit status 2) with who holds it and until when. A killed run
+/// cannot release it: its lease expires --lease-ttl seconds after its last
+/// renewal, and the next run then resumes.
 ///
 /// On AWS (--aws) the replay is a parallel Scan of the events table. Each
 /// model has two tables (blue, green); blue-green fills the idle one while
@@ -75,8 +88,101 @@ pub struct RebuildArgs {
     /// readers may still use (more than the projector's timeout).
     #[arg(long, default_value_t = DEFAULT_SETTLE.as_secs(), value_name = "SECONDS")]
     settle: u64,
+    /// Seconds the rebuild lease lasts without renewal (renewed every third
+    /// of that while the rebuild runs): how long a killed run blocks the next.
+    #[arg(long, default_value_t = DEFAULT_LEASE_TTL.as_secs(), value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_ttl: u64,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+/// How long a rebuild lease lasts without renewal.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Who this run is, as a lease names it: user, host and process.
+fn lease_holder() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{user}@{host} pid {}", std::process::id())
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// The one-line refusal naming who holds the lease and until when.
+fn held_message(projection: &str, held: &LeaseHolder) -> String {
+    let until = DateTime::<Utc>::from_timestamp_millis(held.expires_at_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{} ms", held.expires_at_ms));
+    let left = (held.expires_at_ms - now_ms()).max(0) as f64 / 1000.0;
+    format!(
+        "a rebuild of {projection} is already running: {} holds its lease until {until} ({left:.0} s from now, \
+         renewed while it runs); run this again once it has ended",
+        held.holder
+    )
+}
+
+/// Takes or renews the lease for `ttl` from now.
+async fn take_lease(
+    leases: &impl RebuildLeases,
+    projection: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<LeaseOutcome, tally_core::ProjectionError> {
+    let now = now_ms();
+    leases.take(projection, holder, now, now + ttl.as_millis() as i64).await
+}
+
+/// Runs `work` while holding `projection`'s rebuild lease: refuses if
+/// someone else holds it, renews it every third of `ttl`, releases it at
+/// the end. Losing it (someone took over an expired lease) stops `work`:
+/// the rebuild is resumable, two at once are not wanted.
+async fn under_lease<T>(
+    leases: &impl RebuildLeases,
+    projection: &str,
+    ttl: Duration,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let holder = lease_holder();
+    let take = || take_lease(leases, projection, &holder, ttl);
+    if let LeaseOutcome::HeldBy(held) = take().await.context("cannot take the rebuild lease")? {
+        bail!(held_message(projection, &held));
+    }
+    let renew = async {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match take().await {
+                Ok(LeaseOutcome::Taken) => {}
+                Ok(LeaseOutcome::HeldBy(held)) => {
+                    return anyhow::anyhow!(
+                        "lost the rebuild lease of {projection} to {} (it expired before this run renewed it); \
+                         stopped, run it again to resume",
+                        held.holder
+                    );
+                }
+                // A failed renewal is tried again; the lease only matters
+                // if it expires and someone takes it over.
+                Err(error) => tracing::warn!(%error, projection, "could not renew the rebuild lease"),
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        lost = renew => Err(lost),
+    };
+    if let Err(error) = leases.release(projection, &holder).await {
+        tracing::warn!(%error, projection, "could not release the rebuild lease; it expires on its own");
+    }
+    result
 }
 
 /// The projection named `name`, or a one-line error listing the known ones.
@@ -141,16 +247,24 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         ..RebuildOptions::default()
     };
     let mut progress = Reporter::new(format!("rebuild {projection}"));
+    let ttl = Duration::from_secs(args.lease_ttl);
+    let stopped = || format!("rebuild of {projection} stopped (run it again to resume)");
     let started = Instant::now();
     let report = match &backend {
         Backend::Sqlite(store) => {
             let generations = SqliteGenerations::new(store, projection)
                 .with_context(|| format!("the store keeps no generations of {projection}"))?;
-            rebuild(store, &generations, mode, options, &mut progress).await
+            let work = async {
+                rebuild(store, &generations, mode, options, &mut progress)
+                    .await
+                    .with_context(stopped)
+            };
+            under_lease(store, projection, ttl, work).await
         }
         Backend::Aws(aws) => {
             let tables = SlotTables::from_settings(projection, &aws.names)?
                 .with_context(|| format!("no tables for {projection}"))?;
+            let leases = DynamoLeases::new(aws.client.clone(), tables.checkpoints());
             let history = DynamoHistory::new(
                 aws.client.clone(),
                 aws.store.config().events_table.clone(),
@@ -163,10 +277,14 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
                 Duration::from_secs(args.settle),
                 chunk as usize,
             );
-            rebuild(&history, &generations, mode, options, &mut progress).await
+            let work = async {
+                rebuild(&history, &generations, mode, options, &mut progress)
+                    .await
+                    .with_context(stopped)
+            };
+            under_lease(&leases, projection, ttl, work).await
         }
-    }
-    .with_context(|| format!("rebuild of {projection} stopped (run it again to resume)"))?;
+    }?;
     drop(progress);
     emit(&describe(projection, &report, started.elapsed()))?;
     Ok(ExitCode::SUCCESS)

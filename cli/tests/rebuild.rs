@@ -2,9 +2,11 @@
 //! file that a real `tally serve` is serving at the same time, read back
 //! through the HTTP API.
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 mod support;
@@ -31,6 +33,174 @@ fn stock(server: &Server, sku: &str, units: u64) {
         &format!(r#"{{"quantity":{units}}}"#),
     );
     assert_eq!(status, 200, "{answer}");
+}
+
+/// The rebuild lease of `projection` as stored: holder and expiry (ms).
+fn lease(db: &Path, projection: &str) -> Option<(String, i64)> {
+    Connection::open(db)
+        .expect("open")
+        .query_row(
+            "SELECT holder, expires_at_ms FROM rebuild_leases WHERE projection = ?1",
+            [projection],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .expect("read the lease")
+}
+
+/// Writes a lease of `projection` by hand, as another run would have.
+fn write_lease(db: &Path, projection: &str, holder: &str, expires_at_ms: i64) {
+    Connection::open(db)
+        .expect("open")
+        .execute(
+            "INSERT OR REPLACE INTO rebuild_leases (projection, holder, expires_at_ms) VALUES (?1, ?2, ?3)",
+            params![projection, holder, expires_at_ms],
+        )
+        .expect("write the lease");
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Sleeps until the lease of `projection`, if any, has expired.
+fn wait_out_lease(db: &Path, projection: &str) {
+    if let Some((_, expires)) = lease(db, projection) {
+        let left = expires - now_ms();
+        if left >= 0 {
+            std::thread::sleep(Duration::from_millis(left as u64 + 100));
+        }
+    }
+}
+
+/// Starts `tally <args> --db <db>` in the background.
+fn spawn(db: &Path, args: &[&str]) -> Child {
+    tally()
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tally")
+}
+
+/// Waits until `child` holds the lease of `projection` (with `also` true).
+fn until_leased(db: &Path, projection: &str, child: &mut Child, also: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = format!("pid {}", child.id());
+    loop {
+        assert!(child.try_wait().expect("poll").is_none(), "the rebuild ended too soon");
+        assert!(Instant::now() < deadline, "the rebuild never took its lease");
+        if lease(db, projection).is_some_and(|(holder, _)| holder.ends_with(&pid)) && also() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill {signal}");
+}
+
+/// Pauses `child` (SIGSTOP) at a moment it holds no write transaction on
+/// `db`, so other runs can write while it is paused: a rebuild is faster
+/// than the checks that must run while it holds its lease.
+fn pause_outside_a_write(db: &Path, child: &Child) {
+    let probe = Connection::open(db).expect("open");
+    probe.busy_timeout(Duration::ZERO).expect("busy timeout");
+    for _ in 0..500 {
+        signal(child, "-STOP");
+        std::thread::sleep(Duration::from_millis(20));
+        if probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
+            return;
+        }
+        signal(child, "-CONT");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    panic!("the rebuild always held the write lock");
+}
+
+/// Asserts `tally <args>` was refused because `holder` holds the lease: exit
+/// status 2 and one line naming the holder and until when.
+fn assert_refused(db: &Path, args: &[&str], holder: &str) {
+    let output = run(db, args);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("already running") && stderr.contains(holder) && stderr.contains("until"),
+        "names the holder and until when: {stderr}"
+    );
+}
+
+/// Given a rebuild of order_summary running in its own process, when a
+/// second rebuild of order_summary is started (either mode), then it is
+/// refused with exit status 2 naming the first run and its lease's expiry,
+/// while a rebuild of sales_by_day (another projection's lease) runs; the
+/// first ends normally and releases its lease.
+#[test]
+fn a_second_rebuild_of_a_projection_is_refused_while_the_first_runs() {
+    let (_dir, db) = temp_db();
+    seed_orders(&db, 0..20_000);
+    let mut first = spawn(&db, &["rebuild", "order_summary", "--chunk", "500"]);
+    until_leased(&db, "order_summary", &mut first, || true);
+    let holder = format!("pid {}", first.id());
+    // Paused (its lease lasts 30 s), so it is surely still running below.
+    pause_outside_a_write(&db, &first);
+
+    assert_refused(&db, &["rebuild", "order_summary"], &holder);
+    assert_refused(&db, &["rebuild", "order_summary", "--truncate"], &holder);
+    let other = ok(run(&db, &["rebuild", "sales_by_day"]));
+    assert!(other.contains("sales_by_day: generation"), "{other}");
+    assert!(
+        first.try_wait().expect("poll").is_none(),
+        "the first still ran meanwhile"
+    );
+    signal(&first, "-CONT");
+
+    let output = first.wait_with_output().expect("first rebuild");
+    let (stdout, stderr) = texts(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert_eq!(lease(&db, "order_summary"), None, "released at the end");
+    assert_models_verify(&db);
+}
+
+/// Given a rebuild SIGKILLed mid-run (it cannot release its lease), when
+/// the next run starts before the lease expires, then it is refused naming
+/// the killed run; once the lease has expired the next run takes it and
+/// resumes. A lease written with an expiry in the past blocks nothing; one
+/// in the future is refused, named as written.
+#[test]
+fn a_killed_runs_lease_blocks_the_next_run_only_until_it_expires() {
+    let (_dir, db) = temp_db();
+    seed_orders(&db, 0..15_000);
+    let args = ["rebuild", "order_summary", "--chunk", "500", "--lease-ttl", "3"];
+    let mut killed = spawn(&db, &args);
+    until_leased(&db, "order_summary", &mut killed, || {
+        rebuild_unfinished(&db, "order_summary")
+    });
+    killed.kill().expect("SIGKILL");
+    killed.wait().expect("reap");
+    let (_, expires) = lease(&db, "order_summary").expect("the killed run's lease is left behind");
+    assert!(expires > now_ms(), "not yet expired");
+
+    assert_refused(&db, &args, &format!("pid {}", killed.id()));
+    wait_out_lease(&db, "order_summary");
+    let stdout = ok(run(&db, &args));
+    assert!(stdout.contains("resumed") && stdout.contains("is live"), "{stdout}");
+    assert_eq!(lease(&db, "order_summary"), None);
+
+    write_lease(&db, "sales_by_day", "ghost@nowhere pid 1", now_ms() - 1_000);
+    ok(run(&db, &["rebuild", "sales_by_day", "--truncate"]));
+    write_lease(&db, "sales_by_day", "ghost@nowhere pid 1", now_ms() + 60_000);
+    assert_refused(&db, &["rebuild", "sales_by_day"], "ghost@nowhere pid 1");
+    assert_models_verify(&db);
 }
 
 /// `verify projections` on both models: consistent, and nothing lagging.
@@ -181,7 +351,8 @@ fn a_rebuild_killed_at_random_points_resumes_to_an_in_order_replay() {
     let mut rng = fastrand::Rng::with_seed(seed);
     for (projection, mode) in [("order_summary", None), ("sales_by_day", Some("--truncate"))] {
         let started = Instant::now();
-        let mut args = vec!["rebuild", projection, "--chunk", "500"];
+        // A killed run's lease blocks the next until it expires: keep it short.
+        let mut args = vec!["rebuild", projection, "--chunk", "500", "--lease-ttl", "1"];
         args.extend(mode);
         ok(run(&db, &args));
         let full = started.elapsed().as_millis() as u64;
@@ -200,6 +371,7 @@ fn a_rebuild_killed_at_random_points_resumes_to_an_in_order_replay() {
             std::thread::sleep(Duration::from_millis(rng.u64(50..full.max(100))));
             let _ = child.kill();
             let _ = child.wait();
+            wait_out_lease(&db, projection);
             if rebuild_unfinished(&db, projection) {
                 interrupted += 1;
                 if interrupted >= 2 {

@@ -438,6 +438,45 @@ pub trait ModelGenerations: Send + Sync {
     async fn drop_retired(&self) -> Result<u64, ProjectionError>;
 }
 
+/// Who holds a projection's rebuild lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// Whoever took it (the operator's user, host and process).
+    pub holder: String,
+    /// When it expires unless renewed (ms since the epoch).
+    pub expires_at_ms: i64,
+}
+
+/// What an attempt to take a rebuild lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The caller holds the lease now (taken, renewed, or taken over from
+    /// an expired holder).
+    Taken,
+    /// Someone else holds it and it has not expired: do not rebuild.
+    HeldBy(LeaseHolder),
+}
+
+/// Rebuild leases: at most one rebuild of a projection runs at a time. A
+/// lease names a projection, not a backend's table, and expires, so a run
+/// that crashed without releasing it blocks others only until then.
+#[async_trait]
+pub trait RebuildLeases: Send + Sync {
+    /// Takes (or renews) the lease on `projection` for `holder` until
+    /// `expires_at_ms`, in one conditional write: it succeeds when no lease
+    /// is recorded, the recorded one is `holder`'s, or it expired by `now_ms`.
+    async fn take(
+        &self,
+        projection: &str,
+        holder: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<LeaseOutcome, ProjectionError>;
+
+    /// Releases `holder`'s lease on `projection`; anyone else's is left alone.
+    async fn release(&self, projection: &str, holder: &str) -> Result<(), ProjectionError>;
+}
+
 /// Tunables of a rebuild.
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildOptions {

@@ -20,6 +20,12 @@
 //!   when the replay's Scan starts, so the replay applies it.
 //! - a rebuild ([`DynamoGenerations`], the core's `ModelGenerations`).
 //!
+//! One rebuild of a projection at a time: a run holds the projection's
+//! lease, an item beside the generation item (`#lease|<projection>`, see
+//! [`DynamoLeases`]) taken and renewed with a conditional write and
+//! expiring on its own if the run dies. The revision check on the
+//! generation item stays the last line of defence.
+//!
 //! A slot is emptied only after *settling*: waiting out every projector
 //! invocation (and cached reader) that may still act on the item as it was.
 //! The settle time must exceed the projector's timeout plus
@@ -33,10 +39,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
 use serde::{Deserialize, Serialize};
 use tally_core::projection::{
-    BatchApplied, BatchProjectionSink, Build, History, ModelGenerations, ModelSnapshot, RebuildMode, StoredModel,
+    BatchApplied, BatchProjectionSink, Build, History, LeaseHolder, LeaseOutcome, ModelGenerations, ModelSnapshot,
+    RebuildLeases, RebuildMode, StoredModel,
 };
 use tally_core::{Decider, ProjectionError, StreamId};
 use tally_domain::Order;
@@ -743,6 +750,121 @@ impl ModelGenerations for DynamoGenerations {
             self.save(&state).await?;
         }
         Ok(1)
+    }
+}
+
+/// Rebuild leases in the checkpoints table, one item per projection
+/// (`#lease|<projection>`, beside its generation item): `holder` and
+/// `expires_at_ms`. Expiry is judged by the clock of whoever takes the
+/// lease next, so the lease's length must exceed the clock skew between
+/// operators' machines by far.
+#[derive(Debug, Clone)]
+pub struct DynamoLeases {
+    client: Client,
+    table: String,
+}
+
+/// The lease item's attributes.
+const LEASE_HOLDER: &str = "holder";
+const LEASE_EXPIRES: &str = "expires_at_ms";
+
+impl DynamoLeases {
+    /// Leases kept in the checkpoints table `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(projection: &str) -> AttributeValue {
+        AttributeValue::S(format!("#lease|{projection}"))
+    }
+
+    /// Who holds the lease, from the item as stored.
+    fn holder_of(projection: &str, item: &Item) -> Result<LeaseHolder, ProjectionError> {
+        let holder = item.get(LEASE_HOLDER).and_then(|v| v.as_s().ok()).cloned();
+        let expires = item
+            .get(LEASE_EXPIRES)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok());
+        match (holder, expires) {
+            (Some(holder), Some(expires_at_ms)) => Ok(LeaseHolder { holder, expires_at_ms }),
+            _ => Err(failed(format!("unreadable rebuild lease item of {projection}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl RebuildLeases for DynamoLeases {
+    async fn take(
+        &self,
+        projection: &str,
+        holder: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<LeaseOutcome, ProjectionError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(READ_PK, Self::key(projection))
+            .item(LEASE_HOLDER, AttributeValue::S(holder.to_owned()))
+            .item(LEASE_EXPIRES, number(expires_at_ms))
+            .condition_expression("attribute_not_exists(#pk) OR #holder = :holder OR #expires <= :now")
+            .expression_attribute_names("#pk", READ_PK)
+            .expression_attribute_names("#holder", LEASE_HOLDER)
+            .expression_attribute_names("#expires", LEASE_EXPIRES)
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .expression_attribute_values(":now", number(now_ms))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(LeaseOutcome::Taken),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                let returned = match e.err() {
+                    PutItemError::ConditionalCheckFailedException(failed) => failed.item.clone(),
+                    _ => None,
+                };
+                let item = match returned {
+                    Some(item) => item,
+                    // Not every implementation hands the item back: read it.
+                    None => self
+                        .client
+                        .get_item()
+                        .table_name(&self.table)
+                        .key(READ_PK, Self::key(projection))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(backend)?
+                        .item
+                        .ok_or_else(|| failed(format!("the rebuild lease of {projection} vanished: try again")))?,
+                };
+                Ok(LeaseOutcome::HeldBy(Self::holder_of(projection, &item)?))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn release(&self, projection: &str, holder: &str) -> Result<(), ProjectionError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(READ_PK, Self::key(projection))
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", LEASE_HOLDER)
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            // Someone else's (ours expired and was taken over): not ours to delete.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
     }
 }
 

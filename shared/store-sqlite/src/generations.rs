@@ -14,15 +14,21 @@
 //!   the old model up to this commit and the new one from it.
 //! - drop: retired generations' tables are dropped.
 //!
-//! One rebuild per projection at a time: a second run resumes the same build
-//! rather than starting another, and a build finished or abandoned by
-//! another run is an error, not a silent overwrite.
+//! One rebuild per projection at a time: a run holds the projection's
+//! lease (a row of `rebuild_leases`, taken with one conditional write, see
+//! [`RebuildLeases`]), so a second run is refused while the first renews
+//! it. Should two runs meet anyway (a lease expired under a stalled run),
+//! the second resumes the same build rather than starting another, and a
+//! build finished or abandoned by another run is an error, not a silent
+//! overwrite.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use tally_core::projection::{BatchApplied, BatchProjectionSink, Build, ModelGenerations, RebuildMode};
+use tally_core::projection::{
+    BatchApplied, BatchProjectionSink, Build, LeaseHolder, LeaseOutcome, ModelGenerations, RebuildLeases, RebuildMode,
+};
 use tally_core::{Decider, EventEnvelope, ProjectionError, StoreError};
 use tally_domain::Order;
 
@@ -320,5 +326,72 @@ impl ModelGenerations for SqliteGenerations {
     async fn drop_retired(&self) -> Result<u64, ProjectionError> {
         let model = self.model;
         Ok(self.store.write(move |conn| drop_retired_in(conn, model)).await?)
+    }
+}
+
+/// Takes or renews the lease, or says who holds it; one transaction.
+fn take_lease_in(
+    conn: &Connection,
+    projection: &str,
+    holder: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<LeaseOutcome, StoreError> {
+    let taken = conn
+        .execute(
+            "INSERT INTO rebuild_leases (projection, holder, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (projection) DO UPDATE
+                SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+                WHERE rebuild_leases.holder = excluded.holder OR rebuild_leases.expires_at_ms <= ?4",
+            params![projection, holder, expires_at_ms, now_ms],
+        )
+        .map_err(sql_error)?;
+    if taken > 0 {
+        return Ok(LeaseOutcome::Taken);
+    }
+    conn.query_row(
+        "SELECT holder, expires_at_ms FROM rebuild_leases WHERE projection = ?1",
+        [projection],
+        |r| {
+            Ok(LeaseHolder {
+                holder: r.get(0)?,
+                expires_at_ms: r.get(1)?,
+            })
+        },
+    )
+    .map(LeaseOutcome::HeldBy)
+    .map_err(sql_error)
+}
+
+/// Rebuild leases in the store's database (`rebuild_leases`): every process
+/// that opens the file sees the same rows, so runs on one machine exclude
+/// each other whatever process they are.
+#[async_trait]
+impl RebuildLeases for SqliteStore {
+    async fn take(
+        &self,
+        projection: &str,
+        holder: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<LeaseOutcome, ProjectionError> {
+        let (projection, holder) = (projection.to_owned(), holder.to_owned());
+        Ok(self
+            .write(move |conn| take_lease_in(conn, &projection, &holder, now_ms, expires_at_ms))
+            .await?)
+    }
+
+    async fn release(&self, projection: &str, holder: &str) -> Result<(), ProjectionError> {
+        let (projection, holder) = (projection.to_owned(), holder.to_owned());
+        Ok(self
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM rebuild_leases WHERE projection = ?1 AND holder = ?2",
+                    params![projection, holder],
+                )
+                .map(drop)
+                .map_err(sql_error)
+            })
+            .await?)
     }
 }

@@ -72,6 +72,14 @@ const BASE: &str = "
         ON projection_generations (projection) WHERE state = 'live';
     CREATE UNIQUE INDEX IF NOT EXISTS one_building_generation
         ON projection_generations (projection) WHERE state = 'building';
+
+    -- Who is rebuilding a projection, and until when: at most one rebuild
+    -- of a projection runs at a time, and a crashed run's lease expires.
+    CREATE TABLE IF NOT EXISTS rebuild_leases (
+        projection    TEXT    PRIMARY KEY,
+        holder        TEXT    NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
 ";
 
 /// Where a generation stands.

@@ -4,7 +4,16 @@
 //! [`GROUP_MAX`]), runs each job in its own savepoint inside one
 //! `BEGIN IMMEDIATE … COMMIT`, and only then answers the callers. One fsync
 //! serves the whole group, and no caller hears "ok" before its write is durable.
+//!
+//! Some errors make SQLite roll back the whole transaction, not only the
+//! job's savepoint (`SQLITE_FULL`, an I/O error, a trigger's
+//! `RAISE(ROLLBACK, …)`). The writer checks after every job: if the
+//! transaction is gone, the jobs run before in the group are answered as
+//! failed and not written (safe to retry), and the jobs not yet run start a
+//! fresh transaction. It must never answer "failed" for a write that
+//! commits, nor "ok" for one that was rolled back.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
@@ -13,19 +22,31 @@ use tokio::sync::{oneshot, watch};
 
 use crate::is_busy;
 
-/// A SQLite failure that sank a whole group (its BEGIN, SAVEPOINT or
-/// COMMIT): every job of the group is answered with it, the source kept.
+/// Why a job's write was not kept although the job itself did not fail.
 #[derive(Debug, thiserror::Error)]
-#[error("group commit failed: {0}")]
-struct GroupError(Arc<rusqlite::Error>);
+enum GroupError {
+    /// A SQLite failure that sank a whole group (its BEGIN, SAVEPOINT or
+    /// COMMIT): every job of the group is answered with it, the source kept.
+    #[error("group commit failed: {0}")]
+    Sqlite(Arc<rusqlite::Error>),
+    /// SQLite rolled back the group's transaction while running another job
+    /// of it: this job's changes went with it. Nothing was written: retry.
+    #[error("SQLite rolled back the group commit's transaction during another write; this write was not kept")]
+    RolledBack,
+}
 
 impl GroupError {
     fn to_store_error(&self) -> StoreError {
-        let error = Box::new(GroupError(Arc::clone(&self.0)));
-        if is_busy(&self.0) {
-            StoreError::Unavailable(error)
-        } else {
-            StoreError::Backend(error)
+        match self {
+            Self::Sqlite(source) => {
+                let error = Box::new(Self::Sqlite(Arc::clone(source)));
+                if is_busy(source) {
+                    StoreError::Unavailable(error)
+                } else {
+                    StoreError::Backend(error)
+                }
+            }
+            Self::RolledBack => StoreError::Unavailable(Box::new(Self::RolledBack)),
         }
     }
 }
@@ -109,30 +130,55 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, committed: watch::Sender<u6
     }
 }
 
-/// Runs one group in one transaction, then answers every job.
+/// Runs one group, in as many transactions as SQLite's rollbacks force,
+/// then answers every job.
 fn commit_group(conn: &Connection, group: Vec<Job>) {
+    let mut waiting: VecDeque<Job> = group.into();
+    // Each pass runs at least one job, so this ends.
+    while !waiting.is_empty() {
+        commit_some(conn, &mut waiting);
+    }
+}
+
+/// Runs jobs from `waiting` in one transaction until it is empty or SQLite
+/// rolls the transaction back, then answers the jobs it ran.
+fn commit_some(conn: &Connection, waiting: &mut VecDeque<Job>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let error = GroupError(Arc::new(e));
-        for job in group {
+        let error = GroupError::Sqlite(Arc::new(e));
+        for job in waiting.drain(..) {
             (job(Err(&error)).answer)(None);
         }
         return;
     }
-    let mut answers = Vec::with_capacity(group.len());
-    for job in group {
+    let mut answers = Vec::with_capacity(waiting.len());
+    while let Some(job) = waiting.pop_front() {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            (job(Err(&GroupError(Arc::new(e)))).answer)(None);
+            (job(Err(&GroupError::Sqlite(Arc::new(e)))).answer)(None);
             continue;
         }
         let outcome = job(Ok(conn));
+        if conn.is_autocommit() {
+            // The whole transaction is gone, this job's changes and its
+            // predecessors' with it. A SAVEPOINT now would open a new
+            // transaction that its RELEASE commits: the jobs left must not
+            // run in this one.
+            answers.push(outcome.answer);
+            for answer in answers {
+                answer(Some(&GroupError::RolledBack));
+            }
+            return;
+        }
         if !outcome.keep {
             let _ = conn.execute_batch("ROLLBACK TO job");
         }
         let _ = conn.execute_batch("RELEASE job");
         answers.push(outcome.answer);
     }
-    let commit_error = conn.execute_batch("COMMIT").err().map(|e| GroupError(Arc::new(e)));
-    if commit_error.is_some() {
+    let commit_error = conn
+        .execute_batch("COMMIT")
+        .err()
+        .map(|e| GroupError::Sqlite(Arc::new(e)));
+    if commit_error.is_some() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
     for answer in answers {
