@@ -255,7 +255,7 @@ async fn projections(dir: &std::path::Path) {
             rows.insert(envelope.stream_id.as_str(), row);
         }
         if let Some(delta) = sales_delta(&event, envelope.timestamp_ms) {
-            *days.entry(delta.day).or_insert(0i64) += delta.revenue_cents;
+            *days.entry(delta.day).or_insert(0i128) += delta.revenue_cents;
         }
     }
     black_box((&rows, &days));
