@@ -9,6 +9,7 @@
 //!
 //! It never talks to AWS or any database itself: adapters bring the I/O.
 
+pub mod anchor;
 pub mod chain;
 pub mod command;
 pub mod decider;
@@ -19,6 +20,7 @@ pub mod snapshot;
 pub mod store;
 pub mod upcast;
 
+pub use anchor::{Anchor, AnchorError, AnchorLeaf, Finding, HeadWalker, InclusionProof};
 pub use chain::{ChainBreak, verify_chain, verify_segment};
 pub use command::{
     Aggregate, AggregateAt, Attempt, CommandError, Prepared, REPLAY_PAGE, RetryPolicy, aggregate_at, fold_events,
