@@ -229,7 +229,9 @@ async fn a_second_rebuild_on_aws_is_refused_until_the_lease_is_released_or_expir
     append_in_chunks(&DynamoStore::new(client.clone(), config), order_appends(0..100, 5), 20).await;
     let args = ["rebuild", "sales_by_day", "--truncate"];
 
-    let mut first = tally_with(&deployment, &args, &["--settle", "4", "--lease-ttl", "2"])
+    // A lease of 9 s, renewed every 3 s: after the kill it has seconds left,
+    // enough for the refusal below on a loaded machine.
+    let mut first = tally_with(&deployment, &args, &["--settle", "4", "--lease-ttl", "9"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -106,8 +106,11 @@ fn missing_and_extra_rows_are_reported() {
     let table = format!("sales_by_day_g{generation}");
     conn.execute(&format!("DELETE FROM {table} WHERE day = '2026-03-02'"), [])
         .expect("delete");
-    conn.execute(&format!("INSERT INTO {table} VALUES ('1999-01-01', 1, 1, 1)"), [])
-        .expect("insert");
+    conn.execute(
+        &format!("INSERT INTO {table} (day, orders, units, revenue_cents) VALUES ('1999-01-01', 1, 1, 1)"),
+        [],
+    )
+    .expect("insert");
 
     let output = run(&db, &["verify", "projections", "sales_by_day"]);
     let (stdout, _) = texts(&output);

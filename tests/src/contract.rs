@@ -747,14 +747,7 @@ fn sealed_after(
     amounts: &[i64],
     at_ms: i64,
 ) -> Vec<EventEnvelope> {
-    seal(
-        stream,
-        previous.map_or(0, |e| e.version),
-        previous.map(|e| e.hash.as_str()),
-        amounts.iter().copied().map(added).collect(),
-        &metadata(),
-        at_ms,
-    )
+    sealed_with(stream, previous, amounts, at_ms, None)
 }
 
 /// [`sealed_after`], with `snapshot` (the state after the last amount)

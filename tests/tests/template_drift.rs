@@ -205,6 +205,18 @@ const TARGETS: &[(&str, &str, &[&str], &str)] = &[
         "the generation item is written by `tally rebuild` (the CLI) only, never a Lambda",
     ),
     (
+        "DynamoLeases::take",
+        "self.table",
+        &[],
+        "the rebuild lease: `tally rebuild` (the CLI) only, never a Lambda",
+    ),
+    (
+        "DynamoLeases::release",
+        "self.table",
+        &[],
+        "the rebuild lease: `tally rebuild` (the CLI) only, never a Lambda",
+    ),
+    (
         "delete_all",
         "table",
         &[],
@@ -272,10 +284,16 @@ const TARGETS: &[(&str, &str, &[&str], &str)] = &[
         &[ENV_EVENT_BUS],
         "every entry names the configured bus",
     ),
-    ("receive_all", "", &[], "dlq.rs: `tally dlq` (the CLI), never a Lambda"),
-    ("list", "", &[], "dlq.rs: `tally dlq list` (the CLI), never a Lambda"),
     (
-        "redrive",
+        "approximate_count",
+        "",
+        &[],
+        "dlq.rs: `tally dlq list` (the CLI), never a Lambda",
+    ),
+    ("receive_some", "", &[], "dlq.rs: `tally dlq` (the CLI), never a Lambda"),
+    ("release", "", &[], "dlq.rs: `tally dlq list` (the CLI), never a Lambda"),
+    (
+        "redrive_reported",
         "",
         &[],
         "dlq.rs: `tally dlq redrive` (the CLI), never a Lambda",

@@ -389,7 +389,7 @@ pub const REPLAY_PAGE: u64 = 1_000;
 /// Folds versions `1..=upto` (`None`: to the head) page by page, checking
 /// the chain as it goes. A break is [`StoreError::Corrupt`]: nothing decides
 /// on events the chain does not vouch for.
-async fn replay<D: Decider>(
+async fn replay_verified<D: Decider>(
     store: &(impl EventStore + ?Sized),
     stream_id: &StreamId,
     upto: Option<u64>,
@@ -450,7 +450,7 @@ pub async fn load_aggregate<D: Decider>(
         Ok(aggregate) => Ok(aggregate),
         Err(distrust) => {
             tracing::warn!(%stream_id, %distrust, "loaded stream does not verify; replaying from version 1");
-            Ok(replay::<D>(store, stream_id, None).await?.map_or_else(
+            Ok(replay_verified::<D>(store, stream_id, None).await?.map_or_else(
                 || Aggregate {
                     stream_id: stream_id.clone(),
                     state: D::State::default(),
@@ -495,7 +495,7 @@ pub async fn aggregate_at<D: Decider>(
         Err(distrust) => {
             tracing::warn!(%stream_id, %distrust, "no verified snapshot; replaying from version 1");
             let upto = loaded.version();
-            Ok(replay::<D>(store, stream_id, Some(upto))
+            Ok(replay_verified::<D>(store, stream_id, Some(upto))
                 .await?
                 .map(|(aggregate, timestamp_ms)| AggregateAt {
                     aggregate,
